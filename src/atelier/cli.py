@@ -1,0 +1,154 @@
+"""``atelier <command>``: parses arguments, calls the Python API, prints. Nothing else lives here."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def _add_train_gan(sub) -> None:
+    p = sub.add_parser("gan", help="train a DCGAN", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    d = p.add_argument_group("data")
+    d.add_argument("--data", default=None, help="digits | mnist | folder:PATH (default: digits)")
+    d.add_argument("--data-dir", default=None, help="local files for the dataset (e.g. MNIST's IDX .gz files)")
+    d.add_argument("--resolution", type=int, default=None, help="28, 32, 64 or 128 (default: 28)")
+    d.add_argument("--channels", type=int, choices=(1, 3), default=None, help="force grayscale or RGB")
+    d.add_argument("--strict", action="store_true", default=None, help="fail on any unreadable image")
+    d.add_argument("--no-verify", dest="verify", action="store_false", default=None,
+                   help="skip SHA-256 checks of dataset files")
+    m = p.add_argument_group("model")
+    m.add_argument("--model", default="dcgan", help="registry name: dcgan, or the classic preset dcgan64")
+    m.add_argument("--conditional", action="store_true", help="condition on the dataset's class labels")
+    m.add_argument("--latent-dim", type=int, default=None)
+    m.add_argument("--g-width", type=int, default=None)
+    m.add_argument("--d-width", type=int, default=None)
+    m.add_argument("--d-norm", choices=("batch", "spectral", "none"), default=None)
+    m.add_argument("--loss", choices=("nonsaturating", "hinge"), default=None)
+    t = p.add_argument_group("training")
+    length = t.add_mutually_exclusive_group()
+    length.add_argument("--steps", type=int, default=None)
+    length.add_argument("--epochs", type=float, default=None)
+    t.add_argument("--minutes", type=float, default=None, help="wall-clock budget (ends at whichever comes first)")
+    t.add_argument("--batch-size", type=int, default=None)
+    t.add_argument("--lr", type=float, default=None)
+    t.add_argument("--lr-d", type=float, default=None)
+    t.add_argument("--ema-decay", type=float, default=None)
+    t.add_argument("--seed", type=int, default=None)
+    t.add_argument("--precision", choices=("fp32", "bf16"), default=None)
+    t.add_argument("--channels-last", action="store_true", default=None)
+    t.add_argument("--compile", action="store_true", default=None, help="torch.compile the networks")
+    t.add_argument("--device", default=None, help="auto | cpu | cuda | cuda:N")
+    t.add_argument("--log-every", type=int, default=None)
+    t.add_argument("--sample-every", type=int, default=None)
+    t.add_argument("--checkpoint-every", type=int, default=None)
+    t.add_argument("--no-tensorboard", dest="tensorboard", action="store_false", default=None)
+    t.add_argument("--no-progress", dest="progress", action="store_false", default=None)
+    p.add_argument("--out", required=True, help="run directory (checkpoints, samples, logs)")
+    p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
+    p.set_defaults(func=_cmd_train_gan)
+
+
+_TRAIN_FIELDS = ("steps", "epochs", "minutes", "batch_size", "lr", "lr_d", "ema_decay", "seed", "precision",
+                 "channels_last", "compile", "device", "log_every", "sample_every", "checkpoint_every",
+                 "tensorboard", "progress")
+_MODEL_FIELDS = ("latent_dim", "g_width", "d_width", "d_norm", "loss")
+
+
+def _given(args, names) -> dict:
+    return {k: getattr(args, k) for k in names if getattr(args, k) is not None}
+
+
+def _cmd_train_gan(args) -> int:
+    from atelier.train import DataConfig, TrainConfig, resume_configs, train_model
+    from atelier.train.run import describe, saved_run_config
+
+    overrides = _given(args, _TRAIN_FIELDS)
+    if args.resume and saved_run_config(args.out) is not None:
+        name, model_cfg, data, train = resume_configs(args.out, overrides)
+        result = train_model(name, data=data, train=train, out=args.out, model_kwargs=model_cfg, resume=True)
+    else:
+        if args.resume:
+            print(f"note: {args.out} has no checkpoint yet; starting a new run", file=sys.stderr)
+        data = DataConfig(name=args.data or "digits", data_dir=args.data_dir, resolution=args.resolution or 28,
+                          channels=args.channels, strict=bool(args.strict), verify=args.verify is not False)
+        result = train_model(args.model, data=data, train=TrainConfig(**overrides), out=args.out,
+                             model_kwargs=_given(args, _MODEL_FIELDS), conditional=args.conditional)
+    print(describe(result))
+    print(f"samples: {Path(args.out) / 'samples' / 'latest.png'}   curves: {Path(args.out) / 'loss_curve.png'}")
+    return 0
+
+
+def _cmd_sample(args) -> int:
+    from atelier.creative import sample_images, save_samples
+    from atelier.models import load_pretrained
+
+    model = load_pretrained(args.run_dir)
+    samples = sample_images(model, args.n, seed=args.seed, label=args.label, truncation=args.truncation)
+    path = save_samples(samples, args.out)
+    print(f"wrote {args.n} samples to {path}")
+    return 0
+
+
+def _cmd_demo(args) -> int:
+    from atelier.demo import run_demo
+
+    page = run_demo(args.out, steps=args.steps, minutes=args.minutes, seed=args.seed)
+    print(f"demo page: {page.resolve()}")
+    return 0
+
+
+def _cmd_models(args) -> int:
+    from atelier.registry import list_models
+
+    print("\n".join(list_models()))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from atelier import __version__
+
+    parser = argparse.ArgumentParser(prog="atelier", description="Image generation and creativity on PyTorch.")
+    parser.add_argument("--version", action="version", version=f"atelier {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    train = sub.add_parser("train", help="train a model")
+    _add_train_gan(train.add_subparsers(dest="family", required=True))
+
+    s = sub.add_parser("sample", help="draw samples from a trained model")
+    s.add_argument("run_dir", help="run directory, checkpoint or saved model")
+    s.add_argument("--n", type=int, default=64)
+    s.add_argument("--out", required=True, help="output .png (grid) or .npz (images N x H x W x C, labels)")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--label", type=int, default=None, help="class to draw (conditional models)")
+    s.add_argument("--truncation", type=float, default=None, help="resample latents beyond +-T")
+    s.set_defaults(func=_cmd_sample)
+
+    from atelier.demo import DEMO_STEPS
+
+    d = sub.add_parser("demo", help="train a small conditional GAN on the bundled digits and show it")
+    d.add_argument("--out", default="atelier-demo")
+    d.add_argument("--steps", type=int, default=DEMO_STEPS)
+    d.add_argument("--minutes", type=float, default=4.0, help="wall-clock cap on training")
+    d.add_argument("--seed", type=int, default=0)
+    d.set_defaults(func=_cmd_demo)
+
+    m = sub.add_parser("models", help="list registered models")
+    m.set_defaults(func=_cmd_models)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from atelier.data import DataError
+    from atelier.train import TrainingDiverged
+
+    try:
+        return args.func(args)
+    except (DataError, TrainingDiverged, FileNotFoundError, ValueError, KeyError) as exc:
+        print(f"atelier: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,202 @@
+"""MNIST from the standard IDX files: a strict reader, pinned checksums and a cached download.
+
+File lookup: with ``data_dir`` the files are read from there (never downloaded); without it from
+``cache_dir()/"mnist"``, downloading missing ones when ``download=True``. Each file may be gzip'd
+(``name.gz``) or not (``name``). Checksums are of the decompressed content, which is identical on
+every mirror, while the gzip wrappers differ.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import zlib
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from atelier.data.base import DataError, ImageDataset
+from atelier.data.download import DownloadError, cache_dir, download_file
+from atelier.data.resize import check_resolution, resize_square
+
+DEFAULT_BASE_URL = "https://ossci-datasets.s3.amazonaws.com/mnist/"
+BASE_URL_ENV = "ATELIER_MNIST_URL"
+
+IMAGES_MAGIC = 2051  # 0x00000803: unsigned bytes, 3 dimensions (count, rows, cols)
+LABELS_MAGIC = 2049  # 0x00000801: unsigned bytes, 1 dimension (count)
+
+#: SHA-256 of the decompressed IDX files.
+MNIST_SHA256: dict[str, str] = {
+    "t10k-images-idx3-ubyte": "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
+    "t10k-labels-idx1-ubyte": "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
+    "train-images-idx3-ubyte": "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
+    "train-labels-idx1-ubyte": "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
+}
+
+#: split -> (images file, labels file), without the .gz suffix.
+SPLIT_FILES: dict[str, tuple[str, str]] = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
+ALL_FILES = [f"{name}.gz" for pair in SPLIT_FILES.values() for name in pair]
+
+
+def parse_idx(data: bytes, *, magic: int, ndim: int, source: str) -> np.ndarray:
+    """Parse an unsigned-byte IDX file held in memory; every inconsistency is a DataError naming ``source``.
+
+    Layout: big-endian uint32 magic, ``ndim`` big-endian uint32 dimensions, then exactly
+    prod(dimensions) bytes.
+    """
+    header_len = 4 + 4 * ndim
+    if len(data) < header_len:
+        raise DataError(f"{source}: only {len(data)} bytes, too short for an IDX header of {header_len} bytes")
+    found = int.from_bytes(data[:4], "big")
+    if found != magic:
+        raise DataError(
+            f"{source}: not an IDX file of the expected kind: magic number {found}, expected {magic} "
+            f"({'images' if magic == IMAGES_MAGIC else 'labels'}). Is it the right file, and not damaged?"
+        )
+    dims = tuple(int(d) for d in np.frombuffer(data, dtype=">u4", count=ndim, offset=4))
+    expected = int(np.prod(dims, dtype=np.int64))
+    payload = len(data) - header_len
+    if payload != expected:
+        kind = "truncated" if payload < expected else "has trailing bytes"
+        raise DataError(
+            f"{source}: file {kind}: the header declares shape {dims} ({expected} bytes of data) "
+            f"but {payload} bytes follow. Re-download or replace the file."
+        )
+    # One copy so the tensor owns writable memory; no per-image loop.
+    return np.frombuffer(data, dtype=np.uint8, offset=header_len).reshape(dims).copy()
+
+
+def _read_bytes(path: Path) -> bytes:
+    """The file's content, gunzipped when it is gzip (detected by its magic bytes, not its name)."""
+    try:
+        data = path.read_bytes()
+        if data[:2] == b"\x1f\x8b":
+            data = gzip.decompress(data)
+    except (OSError, EOFError, zlib.error) as exc:
+        raise DataError(f"{path}: cannot read or decompress ({exc}). Re-download or replace the file.") from exc
+    return data
+
+
+def _find(folder: Path, name: str) -> Path | None:
+    """``folder/name.gz`` or ``folder/name``, whichever exists first."""
+    for candidate in (folder / f"{name}.gz", folder / name):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _how_to_supply(folder: Path) -> str:
+    return (
+        f"To use MNIST without downloading, put these four files (gzip'd or not) in {folder}: "
+        f"{', '.join(ALL_FILES)}; or pass `--data-dir DIR` (data_dir=DIR) naming a folder that holds them; "
+        f"or point {BASE_URL_ENV} (base_url=...) at a reachable mirror."
+    )
+
+
+def _locate(
+    names: list[str], *, data_dir: str | os.PathLike | None, download: bool, verify: bool,
+    base_url: str | None, progress: bool,
+) -> dict[str, Path]:
+    """Path of each IDX file in ``names``, downloading missing ones into the cache if allowed."""
+    if data_dir is not None:
+        folder = Path(data_dir).expanduser()
+        if not folder.is_dir():
+            raise DataError(f"MNIST data_dir {folder} does not exist or is not a folder")
+        found = {name: _find(folder, name) for name in names}
+        missing = [f"{name}.gz" for name, path in found.items() if path is None]
+        if missing:
+            raise DataError(
+                f"MNIST files missing from {folder}: {', '.join(missing)} (the same names without .gz also work)"
+            )
+        return found  # type: ignore[return-value]
+
+    folder = cache_dir() / "mnist"
+    paths: dict[str, Path] = {}
+    for name in names:
+        path = _find(folder, name)
+        if path is None:
+            if not download:
+                raise DataError(f"MNIST file {name}.gz is not in the cache and download=False. " + _how_to_supply(folder))
+            url = (base_url or os.environ.get(BASE_URL_ENV) or DEFAULT_BASE_URL).rstrip("/") + f"/{name}.gz"
+            try:
+                path = download_file(
+                    url, folder / f"{name}.gz", sha256=MNIST_SHA256[name] if verify else None,
+                    decompressed_sha256=True, progress=progress,
+                )
+            except DownloadError as exc:
+                raise DataError(f"could not download MNIST file {name}.gz from {exc.url}: {exc.reason}. " + _how_to_supply(folder)) from exc
+        paths[name] = path
+    return paths
+
+
+def _load_file(path: Path, name: str, *, magic: int, ndim: int, verify: bool, in_cache: bool) -> np.ndarray:
+    data = _read_bytes(path)
+    if verify:
+        actual = hashlib.sha256(data).hexdigest()
+        expected = MNIST_SHA256[name]
+        if actual != expected:
+            fix = "delete it to download it again, or " if in_cache else ""
+            raise DataError(
+                f"{path}: checksum mismatch: expected sha256 {expected} of the decompressed content, got {actual}. "
+                f"The file is damaged or not the original MNIST; {fix}pass verify=False (`--no-verify`) "
+                f"if you modified it deliberately."
+            )
+    return parse_idx(data, magic=magic, ndim=ndim, source=str(path))
+
+
+def _load_split(paths: dict[str, Path], split: str, *, verify: bool, in_cache: bool) -> tuple[np.ndarray, np.ndarray]:
+    images_name, labels_name = SPLIT_FILES[split]
+    images = _load_file(paths[images_name], images_name, magic=IMAGES_MAGIC, ndim=3, verify=verify, in_cache=in_cache)
+    labels = _load_file(paths[labels_name], labels_name, magic=LABELS_MAGIC, ndim=1, verify=verify, in_cache=in_cache)
+    if len(images) != len(labels):
+        raise DataError(
+            f"{paths[labels_name]} holds {len(labels)} labels but {paths[images_name]} holds {len(images)} images; "
+            f"the two files must come from the same split"
+        )
+    return images, labels  # (N, H, W) uint8, (N,) uint8
+
+
+def load_mnist(
+    *, resolution: int = 28, split: str = "train", data_dir: str | os.PathLike | None = None,
+    download: bool = True, verify: bool = True, base_url: str | None = None, progress: bool = True,
+) -> ImageDataset:
+    """MNIST as a 1-channel :class:`ImageDataset` (see the module docstring for where files come from).
+
+    Args:
+        resolution: output side; other than 28 resizes with antialiased bilinear interpolation.
+        split: "train" (60000), "test" (10000) or "all" (train then test).
+        data_dir: read the IDX files from this folder instead of the cache (no download).
+        download: fetch missing files into ``cache_dir()/"mnist"``.
+        verify: check the pinned SHA-256 of each file's decompressed content (also of downloads).
+        base_url: mirror to download from; default ``$ATELIER_MNIST_URL``, else the PyTorch S3 mirror.
+        progress: show a download progress bar.
+    """
+    check_resolution(resolution)
+    if split not in ("train", "test", "all"):
+        raise DataError(f"mnist: unknown split {split!r}; use 'train', 'test' or 'all'")
+    splits = ["train", "test"] if split == "all" else [split]
+    names = [name for s in splits for name in SPLIT_FILES[s]]
+    paths = _locate(names, data_dir=data_dir, download=download, verify=verify, base_url=base_url, progress=progress)
+    image_parts, label_parts, original = [], [], 0
+    for s in splits:
+        images_np, labels_np = _load_split(paths, s, verify=verify, in_cache=data_dir is None)
+        original = int(images_np.shape[-1])
+        # Resized per split, so the splits may differ in size (only possible with verify=False).
+        image_parts.append(resize_square(torch.from_numpy(images_np).unsqueeze(1), resolution))  # (N, 1, R, R)
+        label_parts.append(torch.from_numpy(labels_np.astype(np.int64)))  # (N,)
+    images = image_parts[0] if len(image_parts) == 1 else torch.cat(image_parts)
+    labels = label_parts[0] if len(label_parts) == 1 else torch.cat(label_parts)
+    num_classes = max(10, int(labels.max()) + 1) if len(labels) else 10
+    folder = Path(data_dir).expanduser() if data_dir is not None else paths[names[0]].parent
+    return ImageDataset(
+        images=images,
+        labels=labels,
+        classes=[str(i) for i in range(num_classes)],
+        name=f"mnist:{split}",
+        meta={"source": str(folder), "split": split, "verified": verify, "original_resolution": original},
+    )

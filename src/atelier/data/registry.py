@@ -1,0 +1,90 @@
+"""``load_dataset(spec)``: one entry point for every data source, by name or folder path."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from atelier.data.base import DataError, ImageDataset
+from atelier.data.digits import load_digits_dataset
+from atelier.data.folder import MAX_PIXELS, load_folder
+from atelier.data.mnist import load_mnist
+from atelier.data.resize import check_resolution, convert_channels
+
+#: The spec forms ``load_dataset`` understands, for help texts.
+SPECS = ("digits", "mnist", "folder:PATH")
+SPLITS = ("train", "test", "all")
+
+
+def load_dataset(
+    spec: str,
+    *,
+    resolution: int = 28,
+    split: str = "train",
+    data_dir: str | os.PathLike | None = None,
+    channels: int | None = None,
+    strict: bool = False,
+    download: bool = True,
+    verify: bool = True,
+    base_url: str | None = None,
+    progress: bool = True,
+    max_pixels: int | None = MAX_PIXELS,
+) -> ImageDataset:
+    """Load a dataset as uint8 (N, C, resolution, resolution) images.
+
+    Args:
+        spec: "digits" (sklearn, offline), "mnist" (IDX files; cached download) or "folder:PATH"
+            (a bare path to an existing folder also works; "folder" alone uses ``data_dir``).
+        resolution: side of the square output images.
+        split: "train", "test" or "all" (train then test). A plain folder has only one split:
+            "train" and "all" are the whole folder; "test" needs train/ and test/ sub-folders.
+        data_dir: mnist: read the IDX files from this folder instead of the cache.
+        channels: 1 or 3 to convert; None keeps the natural count (1 for digits/mnist; for a folder
+            3 if any image is colour, else 1).
+        strict: folder: raise on the first unreadable image instead of skipping it with a warning.
+        download: mnist: fetch missing files into the cache.
+        verify: mnist: check the pinned SHA-256 checksums (use False for deliberately modified files).
+        base_url: mnist: download mirror (default ``$ATELIER_MNIST_URL`` or the PyTorch S3 mirror).
+        progress: show progress bars.
+        max_pixels: folder: refuse images declaring more pixels than this (decompression bombs).
+    """
+    check_resolution(resolution)
+    if split not in SPLITS:
+        raise DataError(f"unknown split {split!r}; use one of {', '.join(SPLITS)}")
+    if channels not in (None, 1, 3) or isinstance(channels, bool):
+        raise DataError(f"channels must be 1, 3 or None (keep the natural count), got {channels!r}")
+    if not isinstance(spec, (str, os.PathLike)):
+        raise DataError(f"dataset spec must be a string, got {type(spec).__name__}")
+    text = os.fspath(spec).strip()
+    key = text.lower()
+
+    if key == "digits":
+        dataset = load_digits_dataset(resolution=resolution, split=split)
+    elif key == "mnist":
+        dataset = load_mnist(
+            resolution=resolution, split=split, data_dir=data_dir, download=download, verify=verify,
+            base_url=base_url, progress=progress,
+        )
+    elif key.startswith("folder:") or key == "folder" or (text and Path(text).expanduser().is_dir()):
+        if key == "folder":
+            if data_dir is None:
+                raise DataError("spec 'folder' needs a path: use folder:PATH, or pass data_dir")
+            path: str | os.PathLike = data_dir
+        else:
+            path = text[len("folder:"):] if key.startswith("folder:") else text
+            if not path:
+                raise DataError("spec 'folder:' needs a path after the colon, e.g. folder:./images")
+        dataset = load_folder(path, resolution=resolution, split=split, strict=strict, progress=progress, max_pixels=max_pixels)
+    elif "/" in text or os.sep in text:
+        raise DataError(f"image folder {text} does not exist (dataset spec {text!r})")
+    else:
+        raise DataError(
+            f"unknown dataset {text!r}: use one of {', '.join(SPECS)}, or the path of an existing folder of images"
+        )
+
+    if channels is not None and channels != dataset.channels:
+        dataset = ImageDataset(
+            convert_channels(dataset.images, channels), dataset.labels, dataset.classes, dataset.name,
+            {**dataset.meta, "natural_channels": dataset.channels},
+        )
+    return dataset

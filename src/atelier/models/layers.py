@@ -1,0 +1,69 @@
+"""Shared building blocks for the model families. Import these; never copy them into a model file."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn.utils.parametrizations import spectral_norm
+
+NORMS = ("batch", "spectral", "none")
+
+
+def maybe_spectral(layer: nn.Module, use: bool) -> nn.Module:
+    """Wrap ``layer`` in spectral normalisation (Miyato et al. 2018) when ``use`` is true."""
+    return spectral_norm(layer) if use else layer
+
+
+def norm2d(kind: str, channels: int) -> nn.Module:
+    """The feature normalisation after a conv: batch norm, or nothing (spectral norm acts on weights)."""
+    if kind == "batch":
+        return nn.BatchNorm2d(channels)
+    if kind in ("none", "spectral"):
+        return nn.Identity()
+    raise ValueError(f"unknown norm {kind!r}; choose from {NORMS}")
+
+
+def up_block(c_in: int, c_out: int, norm: str) -> nn.Sequential:
+    """Transposed conv that doubles the size. (B, c_in, H, W) -> (B, c_out, 2H, 2W)."""
+    conv = nn.ConvTranspose2d(c_in, c_out, 4, 2, 1, bias=norm != "batch")
+    return nn.Sequential(maybe_spectral(conv, norm == "spectral"), norm2d(norm, c_out), nn.ReLU(inplace=True))
+
+
+def down_block(c_in: int, c_out: int, norm: str, *, first: bool = False) -> nn.Sequential:
+    """Strided conv that halves the size. (B, c_in, H, W) -> (B, c_out, H/2, W/2).
+
+    The first block of a DCGAN discriminator has no normalisation (Radford et al. 2016).
+    """
+    use_bn = norm == "batch" and not first
+    conv = nn.Conv2d(c_in, c_out, 4, 2, 1, bias=not use_bn)
+    layers: list[nn.Module] = [maybe_spectral(conv, norm == "spectral")]
+    if use_bn:
+        layers.append(nn.BatchNorm2d(c_out))
+    layers.append(nn.LeakyReLU(0.2, inplace=True))
+    return nn.Sequential(*layers)
+
+
+@torch.no_grad()
+def dcgan_init(module: nn.Module) -> None:
+    """The DCGAN initialisation: conv weights ~ N(0, 0.02), batch-norm scales ~ N(1, 0.02), biases 0."""
+    for m in module.modules():
+        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear, nn.Embedding)):
+            weight = m.parametrizations.weight.original if hasattr(m, "parametrizations") else m.weight
+            nn.init.normal_(weight, 0.0, 0.02)
+            if getattr(m, "bias", None) is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.normal_(m.weight, 1.0, 0.02)
+            nn.init.zeros_(m.bias)
+
+
+def start_size(resolution: int) -> tuple[int, int]:
+    """Split a resolution into (start, n_doublings) with start in {4, 7}: 28 -> (7, 2), 64 -> (4, 4)."""
+    for start in (4, 7):
+        n, size = 0, resolution
+        while size > start and size % 2 == 0:
+            size //= 2
+            n += 1
+        if size == start and n >= 1:
+            return start, n
+    raise ValueError(f"unsupported resolution {resolution}: use 4*2^k or 7*2^k (e.g. 28, 32, 64, 128)")

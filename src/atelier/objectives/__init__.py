@@ -1,0 +1,1 @@
+"""Training objectives per model family; each returns named loss terms."""

@@ -1,0 +1,40 @@
+"""A small static HTML page that shows images with captions (the demo and report pages)."""
+
+from __future__ import annotations
+
+import html
+from dataclasses import dataclass
+from pathlib import Path
+
+from atelier.train.checkpoint import atomic_write_bytes
+
+_STYLE = """
+body { font-family: system-ui, sans-serif; margin: 2rem auto; max-width: 70rem; color: #222; padding: 0 1rem; }
+h1 { font-weight: 600; } figure { display: inline-block; margin: 0 1.5rem 2rem 0; vertical-align: top; }
+img { image-rendering: pixelated; border: 1px solid #ddd; max-width: 100%; }
+figcaption { font-size: 0.9rem; color: #555; max-width: 36rem; } table { border-collapse: collapse; }
+td, th { padding: 0.2rem 0.8rem; border-bottom: 1px solid #eee; text-align: left; }
+"""
+
+
+@dataclass
+class Figure:
+    image: str  # path relative to the page
+    title: str
+    caption: str = ""
+
+
+def write_page(path: str | Path, *, title: str, intro: str, figures: list[Figure],
+               facts: dict[str, str] | None = None) -> Path:
+    esc = html.escape
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{esc(title)}</title>",
+             f"<style>{_STYLE}</style></head><body><h1>{esc(title)}</h1><p>{esc(intro)}</p>"]
+    if facts:
+        rows = "".join(f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>" for k, v in facts.items())
+        parts.append(f"<table>{rows}</table>")
+    for fig in figures:
+        parts.append(f"<figure><h2>{esc(fig.title)}</h2><img src='{esc(fig.image)}' alt='{esc(fig.title)}'>"
+                     f"<figcaption>{esc(fig.caption)}</figcaption></figure>")
+    parts.append("</body></html>\n")
+    atomic_write_bytes(Path(path), "".join(parts).encode())
+    return Path(path)

@@ -1,0 +1,41 @@
+"""Training curves as PNG."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+from atelier.train.checkpoint import atomic_write_bytes
+
+
+def plot_curves(history: list[dict], path: str | Path, *, title: str = "training losses") -> Path | None:
+    """Plot every numeric key (except step/time/throughput) of ``history`` against its step."""
+    if not history:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    skip = {"step", "time", "epoch", "images_per_second"}
+    keys = [k for k in history[-1] if k not in skip and isinstance(history[-1][k], (int, float))]
+    losses = [k for k in keys if k.startswith("loss")]
+    others = [k for k in keys if k not in losses]
+    steps = [h["step"] for h in history]
+    fig, axes = plt.subplots(1, 2 if others else 1, figsize=(11 if others else 6, 4), squeeze=False)
+    for ax, group, label in ((axes[0, 0], losses, "loss"), (axes[0, -1], others, "value")):
+        if ax is axes[0, -1] and not others:
+            continue
+        for key in group:
+            ax.plot(steps, [h.get(key, float("nan")) for h in history], label=key)
+        ax.set_xlabel("step")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.suptitle(title)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    plt.close(fig)
+    atomic_write_bytes(Path(path), buf.getvalue())
+    return Path(path)

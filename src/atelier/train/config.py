@@ -1,0 +1,64 @@
+"""Configs of a training run: what to train on and how. Saved with every checkpoint."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+PRECISIONS = ("fp32", "bf16")
+
+
+@dataclass
+class DataConfig:
+    """Which dataset to load (see :func:`atelier.data.load_dataset`)."""
+
+    name: str = "digits"
+    data_dir: str | None = None
+    resolution: int = 28
+    split: str = "train"
+    channels: int | None = None
+    strict: bool = False
+    verify: bool = True
+
+
+@dataclass
+class TrainConfig:
+    """How to train. Exactly one of ``steps``/``epochs`` may be set; ``minutes`` adds a wall-clock
+    budget (whichever ends first); with none of them the run lasts ``DEFAULT_EPOCHS`` epochs."""
+
+    batch_size: int = 64
+    steps: int | None = None
+    epochs: float | None = None
+    minutes: float | None = None
+    seed: int = 0
+    lr: float = 2e-4
+    lr_d: float | None = None  # discriminator learning rate for GANs (default: lr)
+    betas: tuple[float, float] = (0.5, 0.999)
+    ema_decay: float = 0.999  # 0 disables averaging (the EMA copy then tracks the raw weights)
+    precision: str = "fp32"  # fp32 | bf16 (autocast)
+    channels_last: bool = False
+    compile: bool = False  # torch.compile the networks
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    log_every: int = 50
+    sample_every: int = 500
+    checkpoint_every: int = 1000
+    keep_checkpoints: int = 2
+    tensorboard: bool = True
+    progress: bool = True
+
+    DEFAULT_EPOCHS = 5
+
+    def __post_init__(self) -> None:
+        if self.steps is not None and self.epochs is not None:
+            raise ValueError("give either steps or epochs, not both")
+        for name in ("batch_size", "log_every", "sample_every", "checkpoint_every", "keep_checkpoints"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        for name in ("steps", "epochs", "minutes"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise ValueError(f"{name} must be positive, got {value}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"ema_decay must lie in [0, 1), got {self.ema_decay}")
+        self.betas = tuple(self.betas)  # type: ignore[assignment]

@@ -1,0 +1,95 @@
+"""The training entry point behind ``atelier train``: data + model + step + trainer in one call."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from atelier.config import environment, from_dict, load_json, to_dict
+from atelier.data import DataError, load_dataset
+from atelier.registry import create_model
+from atelier.train.checkpoint import latest_checkpoint
+from atelier.train.config import DataConfig, TrainConfig
+from atelier.train.distributed import DistContext, resolve_device
+from atelier.train.steps import FAMILY_STEPS
+from atelier.train.trainer import Hook, Trainer, TrainResult
+
+
+def saved_run_config(run_dir: str | Path) -> dict[str, Any] | None:
+    """The resolved configs of the newest checkpoint of ``run_dir``, or None if there is none."""
+    ckpt = latest_checkpoint(Path(run_dir))
+    return load_json(ckpt / "config.json") if ckpt else None
+
+
+def resume_configs(run_dir: str | Path, train_overrides: dict[str, Any]) -> tuple[str, dict, DataConfig, TrainConfig]:
+    """(model name, model config, data config, train config) to continue ``run_dir``; the train
+    config is the saved one with ``train_overrides`` applied (e.g. more steps)."""
+    saved = saved_run_config(run_dir)
+    if saved is None:
+        raise FileNotFoundError(f"{run_dir}: nothing to resume (no checkpoint found under {run_dir}/checkpoints)")
+    train = to_dict(from_dict(TrainConfig, saved["train"]))
+    train.update(train_overrides)
+    if "steps" in train_overrides or "epochs" in train_overrides:  # one length setting replaces the other
+        train["epochs" if "steps" in train_overrides else "steps"] = None
+    model = saved["model"]
+    return model["name"], model["config"], from_dict(DataConfig, saved["data"]), from_dict(TrainConfig, train)
+
+
+def train_model(
+    model_name: str,
+    *,
+    data: DataConfig,
+    train: TrainConfig,
+    out: str | Path,
+    model_kwargs: dict[str, Any] | None = None,
+    conditional: bool = False,
+    resume: bool = False,
+    hooks: list[Hook] | None = None,
+) -> TrainResult:
+    """Train ``model_name`` (a registry name) on ``data`` into the run directory ``out``.
+
+    The model's resolution and channels follow the data; ``conditional`` gives it one class per
+    dataset label. With ``resume`` the model is rebuilt from the saved config and training continues
+    from the newest checkpoint.
+    """
+    dist = DistContext.from_env()
+    device = resolve_device(train.device, dist)
+    dataset = load_dataset(data.name, resolution=data.resolution, split=data.split, data_dir=data.data_dir,
+                           channels=data.channels, strict=data.strict, verify=data.verify,
+                           progress=train.progress and dist.is_main)
+    kwargs = dict(model_kwargs or {})
+    kwargs.setdefault("resolution", data.resolution)
+    kwargs.setdefault("channels", dataset.channels)
+    if conditional and "num_classes" not in kwargs:
+        if dataset.labels is None:
+            raise DataError(f"{dataset.name} has no labels, so a conditional model cannot be trained on it")
+        kwargs["num_classes"] = dataset.num_classes
+    if kwargs.get("num_classes") and dataset.labels is None:
+        raise DataError(f"the model is conditional but {dataset.name} has no labels")
+    if kwargs["resolution"] != dataset.resolution or kwargs["channels"] != dataset.channels:
+        raise DataError(
+            f"the model expects {kwargs['channels']}x{kwargs['resolution']}px images but {dataset.name} gives "
+            f"{dataset.channels}x{dataset.resolution}px; set the data resolution/channels to match"
+        )
+    torch.manual_seed(train.seed)  # the model's initial weights depend on the seed alone
+    model = create_model(model_name, **kwargs)
+    step_cls = FAMILY_STEPS[model.family]
+    step_fn = step_cls(model, train, device, dist)
+    run_config = {
+        "model": {"name": model_name, **model.model_config_dict()},
+        "train": to_dict(train),
+        "data": to_dict(data),
+        "dataset": {"name": dataset.name, "size": len(dataset), "classes": dataset.classes},
+        "environment": environment(),
+    }
+    trainer = Trainer(step_fn, dataset, train, out, run_config=run_config, device=device, dist=dist, hooks=hooks)
+    return trainer.fit(resume=resume)
+
+
+def describe(result: TrainResult) -> str:
+    return (f"{result.steps} steps in {result.seconds:.1f} s ({result.images_per_second:.1f} images/s); "
+            f"checkpoint: {result.checkpoint}")
+
+

@@ -1,0 +1,143 @@
+"""Per-family training steps. The trainer is model-agnostic; a step knows its family's update.
+
+A step object owns the model, its optimisers and its private RNG, and exposes:
+
+- ``train_step(batch, step) -> dict[str, Tensor]``: one update; scalar logs (losses first);
+- ``preview(n, seed) -> Tensor``: images in [-1, 1] for sample grids (fixed by ``seed``);
+- ``optimizers``: name -> optimiser, checkpointed by the trainer;
+- ``state_dict()`` / ``load_state_dict()``: any further state to checkpoint (RNG, ADA p, ...).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Protocol
+
+import torch
+from torch import nn
+
+from atelier.models.gan import GAN
+from atelier.objectives.gan import discriminator_loss, generator_loss
+from atelier.train.batches import Batch
+from atelier.train.config import TrainConfig
+from atelier.train.distributed import DistContext
+from atelier.train.ema import ema_decay_at, ema_update
+
+
+class TrainStep(Protocol):
+    model: nn.Module
+    optimizers: dict[str, torch.optim.Optimizer]
+
+    def train_step(self, batch: Batch, step: int) -> dict[str, torch.Tensor]: ...
+    def preview(self, n: int, seed: int) -> torch.Tensor: ...
+    def state_dict(self) -> dict: ...
+    def load_state_dict(self, state: dict) -> None: ...
+
+
+def make_adam(params, lr: float, betas: tuple[float, float], device: torch.device) -> torch.optim.Adam:
+    """Adam with the fused kernel (one kernel for all parameters) where this build has it."""
+    params = list(params)
+    try:
+        return torch.optim.Adam(params, lr=lr, betas=betas, fused=True)
+    except (RuntimeError, TypeError):  # fused not supported for this device/dtype
+        return torch.optim.Adam(params, lr=lr, betas=betas, foreach=True)
+
+
+def autocast(cfg: TrainConfig, device: torch.device):
+    if cfg.precision == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def prepare(module: nn.Module, cfg: TrainConfig, device: torch.device, dist: DistContext) -> nn.Module:
+    """The callable used in training: DDP- and/or torch.compile-wrapped view of ``module``."""
+    wrapped = dist.wrap(module, device)
+    return torch.compile(wrapped) if cfg.compile else wrapped
+
+
+class GANStep:
+    """One discriminator update then one generator update per batch (Goodfellow et al. 2014).
+
+    The fake batch is generated once: detached for the discriminator update, then scored by the
+    updated discriminator for the generator update, so each step runs the generator forward once.
+    """
+
+    def __init__(self, model: GAN, cfg: TrainConfig, device: torch.device, dist: DistContext | None = None) -> None:
+        dist = dist or DistContext()
+        self.model, self.cfg, self.device = model, cfg, device
+        model.to(device)
+        if cfg.channels_last:
+            model.to(memory_format=torch.channels_last)
+        self.G = prepare(model.generator, cfg, device, dist)
+        self.D = prepare(model.discriminator, cfg, device, dist)
+        self.optimizers = {
+            "generator": make_adam(model.generator.parameters(), cfg.lr, cfg.betas, device),
+            "discriminator": make_adam(model.discriminator.parameters(), cfg.lr_d or cfg.lr, cfg.betas, device),
+        }
+        # Latents come from a private generator so they do not depend on other uses of the global RNG.
+        self.rng = torch.Generator().manual_seed(cfg.seed + 1)
+        self.loss = model.config.loss
+        self.separate_d_passes = model.discriminator.uses_batch_norm
+
+    def _score(self, real: torch.Tensor, fake: torch.Tensor, labels: torch.Tensor | None):
+        """Discriminator logits for the real and the fake batch.
+
+        With batch norm, real and fake go through separate passes (as in DCGAN: each batch is
+        normalised by its own statistics); without it, one pass over both is identical and faster."""
+        if self.separate_d_passes:
+            return self.D(real, labels), self.D(fake, labels)
+        both_labels = torch.cat([labels, labels]) if labels is not None else None
+        logits = self.D(torch.cat([real, fake]), both_labels)
+        return logits[: real.shape[0]], logits[real.shape[0] :]
+
+    def train_step(self, batch: Batch, step: int) -> dict[str, torch.Tensor]:
+        model, cfg = self.model, self.cfg
+        real, labels = batch.images, batch.labels if model.conditional else None
+        z = torch.randn(real.shape[0], model.config.latent_dim, generator=self.rng).to(self.device)
+        opt_g, opt_d = self.optimizers["generator"], self.optimizers["discriminator"]
+
+        # Discriminator: real -> 1, fake -> 0.
+        with autocast(cfg, self.device):
+            fake = self.G(z, labels)
+            d_real, d_fake = self._score(real, fake.detach(), labels)
+            loss_d = discriminator_loss(d_real, d_fake, self.loss)
+        opt_d.zero_grad(set_to_none=True)
+        loss_d.backward()
+        opt_d.step()
+
+        # Generator: make the updated discriminator call the fakes real. D's weights need no gradient.
+        model.discriminator.requires_grad_(False)
+        with autocast(cfg, self.device):
+            loss_g = generator_loss(self.D(fake, labels), self.loss)
+        opt_g.zero_grad(set_to_none=True)
+        loss_g.backward()
+        opt_g.step()
+        model.discriminator.requires_grad_(True)
+
+        ema_update(model.generator_ema, model.generator, ema_decay_at(step, cfg.ema_decay))
+        return {
+            "loss_d": loss_d.detach(),
+            "loss_g": loss_g.detach(),
+            "d_real": d_real.detach().float().mean(),
+            "d_fake": d_fake.detach().float().mean(),
+        }
+
+    def preview(self, n: int, seed: int) -> torch.Tensor:
+        g = torch.Generator().manual_seed(seed)
+        return self.model.sample(n, generator=g)
+
+    def preview_layout(self) -> int:
+        """Columns of the preview grid: one per class for conditional models."""
+        return self.model.config.num_classes if self.model.conditional else 8
+
+    def preview_count(self) -> int:
+        return 8 * self.preview_layout()
+
+    def state_dict(self) -> dict:
+        return {"rng": self.rng.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.rng.set_state(state["rng"])
+
+
+FAMILY_STEPS = {"gan": GANStep}

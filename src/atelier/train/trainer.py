@@ -1,0 +1,255 @@
+"""One model-agnostic training loop: progress, logging, sample grids, checkpoints, resume, NaN guard.
+
+The family-specific update lives in a step object (:mod:`atelier.train.steps`); this loop only feeds
+it batches and keeps the books. Only rank 0 writes files, so the loop runs unchanged under torchrun.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from tqdm.auto import tqdm
+
+from atelier.data import ImageDataset
+from atelier.report.grid import save_grid
+from atelier.report.plots import plot_curves
+from atelier.train.batches import BatchSampler
+from atelier.train.checkpoint import (
+    atomic_write_bytes,
+    latest_checkpoint,
+    load_tensors,
+    load_train_state,
+    prune_checkpoints,
+    save_checkpoint,
+    set_latest,
+)
+from atelier.train.config import TrainConfig
+from atelier.train.distributed import DistContext
+from atelier.train.steps import TrainStep
+
+Hook = Callable[["Trainer", int], "dict[str, float] | None"]
+
+
+class TrainingDiverged(RuntimeError):
+    """A loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    steps: int
+    seconds: float
+    images_per_second: float
+    checkpoint: Path | None
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+class Trainer:
+    def __init__(
+        self,
+        step_fn: TrainStep,
+        dataset: ImageDataset,
+        cfg: TrainConfig,
+        run_dir: str | Path,
+        *,
+        run_config: dict[str, Any],
+        device: torch.device,
+        dist: DistContext | None = None,
+        hooks: list[Hook] | None = None,
+    ) -> None:
+        self.step_fn, self.dataset, self.cfg = step_fn, dataset, cfg
+        self.run_dir = Path(run_dir)
+        self.run_config = run_config
+        self.device = device
+        self.dist = dist or DistContext()
+        self.hooks = hooks or []
+        self.sampler = BatchSampler(dataset, cfg.batch_size, cfg.seed, device=device, rank=self.dist.rank,
+                                    world_size=self.dist.world_size, channels_last=cfg.channels_last)
+        self.step = 0
+        self.elapsed = 0.0  # training seconds over all sessions of this run
+        self.history: list[dict[str, Any]] = []
+        self._writer = None
+
+    # -- paths -------------------------------------------------------------------------------
+    @property
+    def checkpoints_dir(self) -> Path:
+        return self.run_dir / "checkpoints"
+
+    @property
+    def history_path(self) -> Path:
+        return self.run_dir / "history.jsonl"
+
+    # -- the loop ----------------------------------------------------------------------------
+    def total_steps(self) -> int | None:
+        cfg, spe = self.cfg, self.sampler.steps_per_epoch
+        if cfg.steps is not None:
+            return cfg.steps
+        if cfg.epochs is not None:
+            return max(1, math.ceil(cfg.epochs * spe))
+        return None if cfg.minutes is not None else TrainConfig.DEFAULT_EPOCHS * spe
+
+    def fit(self, *, resume: bool = False) -> TrainResult:
+        torch.manual_seed(self.cfg.seed)
+        if resume:
+            self.restore()
+        if self.dist.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            self._write_json(self.run_dir / "config.json", self.run_config)
+        total, cfg = self.total_steps(), self.cfg
+        deadline = time.monotonic() + cfg.minutes * 60 if cfg.minutes is not None else None
+        per_step = cfg.batch_size * self.dist.world_size
+        bar = tqdm(total=total, initial=self.step, unit="step", dynamic_ncols=True,
+                   disable=not (cfg.progress and self.dist.is_main), desc=f"train {self.run_dir.name}")
+        window: dict[str, float] = {}
+        window_steps, window_start = 0, time.perf_counter()
+        session_start, start_step = time.perf_counter(), self.step
+        last_saved = self.step if resume else -1
+        try:
+            while (total is None or self.step < total) and (deadline is None or time.monotonic() < deadline):
+                logs = self.step_fn.train_step(self.sampler(self.step), self.step)
+                values = {k: float(v) for k, v in logs.items()}
+                self._check_finite(values)
+                self.step += 1
+                bar.update(1)
+                for k, v in values.items():
+                    window[k] = window.get(k, 0.0) + v
+                window_steps += 1
+                if self.step % cfg.log_every == 0 or self.step == total:
+                    now = time.perf_counter()
+                    record = {k: v / window_steps for k, v in window.items()}
+                    record["images_per_second"] = window_steps * per_step / max(now - window_start, 1e-9)
+                    self._log(record, bar)
+                    window, window_steps, window_start = {}, 0, time.perf_counter()
+                if self.step % cfg.sample_every == 0:
+                    self.save_samples()
+                if self.step % cfg.checkpoint_every == 0:
+                    self.elapsed += time.perf_counter() - session_start
+                    session_start = time.perf_counter()
+                    self.save_checkpoint()
+                    last_saved = self.step
+        except KeyboardInterrupt:
+            bar.write("interrupted: saving a checkpoint so --resume can continue")
+        finally:
+            bar.close()
+        seconds = time.perf_counter() - session_start
+        self.elapsed += seconds
+        if self.step != last_saved:
+            self.save_checkpoint()
+        self.save_samples()
+        if self.dist.is_main:
+            plot_curves(self.history, self.run_dir / "loss_curve.png", title=f"{self.run_dir.name}")
+        if self._writer is not None:
+            self._writer.close()
+        done = self.step - start_step
+        ckpt = latest_checkpoint(self.run_dir)
+        return TrainResult(self.run_dir, self.step, seconds, done * per_step / max(seconds, 1e-9), ckpt, self.history)
+
+    # -- bookkeeping -------------------------------------------------------------------------
+    def _check_finite(self, values: dict[str, float]) -> None:
+        bad = {k: v for k, v in values.items() if not math.isfinite(v)}
+        if bad:
+            ckpt = latest_checkpoint(self.run_dir)
+            kept = f"the last good checkpoint is kept at {ckpt}" if ckpt else "no checkpoint had been written yet"
+            detail = ", ".join(f"{k}={v}" for k, v in bad.items())
+            raise TrainingDiverged(
+                f"training diverged at step {self.step + 1}: {detail}; {kept}. "
+                "Try a lower learning rate, --precision fp32, or resume from the checkpoint with another seed."
+            )
+
+    def _log(self, record: dict[str, float], bar) -> None:
+        for hook in self.hooks:
+            extra = hook(self, self.step)
+            if extra:
+                record.update(extra)
+        record = {"step": self.step, "epoch": round(self.sampler.epoch_of(self.step), 4), **record}
+        self.history.append(record)
+        bar.set_postfix({k: f"{v:.3g}" for k, v in record.items() if k not in ("step", "epoch")}, refresh=False)
+        if not self.dist.is_main:
+            return
+        with open(self.history_path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+        writer = self.writer()
+        if writer is not None:
+            for k, v in record.items():
+                if k != "step":
+                    writer.add_scalar(f"train/{k}", v, self.step)
+
+    def writer(self):
+        """TensorBoard writer, created on first use (importing TensorBoard takes a moment)."""
+        if self._writer is None and self.cfg.tensorboard and self.dist.is_main:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._writer = SummaryWriter(str(self.run_dir / "tb"), purge_step=self.step + 1 if self.step else None)
+        return self._writer
+
+    def save_samples(self) -> Path | None:
+        if not self.dist.is_main or not hasattr(self.step_fn, "preview"):
+            return None
+        images = self.step_fn.preview(self.step_fn.preview_count(), self.cfg.seed + 12345)
+        path = save_grid(images, self.run_dir / "samples" / f"step_{self.step:07d}.png",
+                         nrow=self.step_fn.preview_layout())
+        atomic_write_bytes(self.run_dir / "samples" / "latest.png", path.read_bytes())
+        writer = self.writer()
+        if writer is not None:
+            from atelier.report.grid import make_grid
+
+            writer.add_image("samples", make_grid(images, nrow=self.step_fn.preview_layout()), self.step)
+        return path
+
+    def _write_json(self, path: Path, data: dict) -> None:
+        atomic_write_bytes(path, (json.dumps(data, indent=2, sort_keys=True) + "\n").encode())
+
+    # -- checkpoints -------------------------------------------------------------------------
+    def train_state(self) -> dict[str, Any]:
+        rng = {"torch": torch.get_rng_state()}
+        if torch.cuda.is_available():
+            rng["cuda"] = torch.cuda.get_rng_state_all()
+        return {
+            "step": self.step,
+            "elapsed_seconds": self.elapsed,
+            "optimizers": {name: opt.state_dict() for name, opt in self.step_fn.optimizers.items()},
+            "step_state": self.step_fn.state_dict(),
+            "rng": rng,
+        }
+
+    def save_checkpoint(self) -> Path | None:
+        if not self.dist.is_main:
+            self.dist.barrier()
+            return None
+        name = f"step_{self.step:07d}"
+        path = save_checkpoint(self.checkpoints_dir / name, model_state=self.step_fn.model.state_dict(),
+                               train_state=self.train_state(), config=self.run_config)
+        set_latest(self.checkpoints_dir, name)
+        prune_checkpoints(self.checkpoints_dir, self.cfg.keep_checkpoints, protect={name})
+        self.dist.barrier()
+        return path
+
+    def restore(self, path: Path | None = None) -> int:
+        """Load model, optimisers, step state and RNG from ``path`` (default: the newest checkpoint)."""
+        path = path or latest_checkpoint(self.run_dir)
+        if path is None:
+            raise FileNotFoundError(f"{self.run_dir}: nothing to resume (no checkpoints/latest)")
+        self.step_fn.model.load_state_dict(load_tensors(path / "model.safetensors"))
+        state = load_train_state(path)
+        for name, opt in self.step_fn.optimizers.items():
+            opt.load_state_dict(state["optimizers"][name])
+        self.step_fn.load_state_dict(state["step_state"])
+        torch.set_rng_state(state["rng"]["torch"])
+        if "cuda" in state["rng"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+        self.step = int(state["step"])
+        self.elapsed = float(state.get("elapsed_seconds", 0.0))
+        # Steps after the checkpoint will be replayed: drop their log lines.
+        if self.history_path.is_file():
+            lines = [json.loads(x) for x in self.history_path.read_text().splitlines() if x.strip()]
+            self.history = [h for h in lines if h["step"] <= self.step]
+            text = "".join(json.dumps(h) + "\n" for h in self.history)
+            if self.dist.is_main:
+                atomic_write_bytes(self.history_path, text.encode())
+        return self.step

@@ -1,0 +1,55 @@
+"""Shared fixtures. Data: tiny fake IDX files in MNIST's layout, and an isolated ATELIER_HOME."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pytest
+
+
+def _idx_bytes(array: np.ndarray, magic: int) -> bytes:
+    """Unsigned-byte IDX encoding: big-endian magic, dimensions, then the raw bytes."""
+    header = magic.to_bytes(4, "big") + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
+    return header + np.ascontiguousarray(array, dtype=np.uint8).tobytes()
+
+
+@pytest.fixture
+def idx_bytes() -> Callable[[np.ndarray, int], bytes]:
+    """``idx_bytes(array, magic)`` -> the bytes of an IDX file holding ``array``."""
+    return _idx_bytes
+
+
+@pytest.fixture
+def fake_mnist(tmp_path: Path) -> tuple[Path, dict[str, str], dict[str, np.ndarray]]:
+    """A folder with the four MNIST file names (gzip'd) holding 12 train / 5 test random 28x28 images.
+
+    Returns (folder, sha256 of each decompressed file by name without .gz, arrays by name).
+    """
+    rng = np.random.default_rng(1)
+    folder = tmp_path / "fake_mnist"
+    folder.mkdir()
+    arrays = {
+        "train-images-idx3-ubyte": rng.integers(0, 256, (12, 28, 28), dtype=np.uint8),
+        "train-labels-idx1-ubyte": rng.integers(0, 10, 12, dtype=np.uint8),
+        "t10k-images-idx3-ubyte": rng.integers(0, 256, (5, 28, 28), dtype=np.uint8),
+        "t10k-labels-idx1-ubyte": rng.integers(0, 10, 5, dtype=np.uint8),
+    }
+    sums = {}
+    for name, array in arrays.items():
+        raw = _idx_bytes(array, 2051 if array.ndim == 3 else 2049)
+        (folder / f"{name}.gz").write_bytes(gzip.compress(raw))
+        sums[name] = hashlib.sha256(raw).hexdigest()
+    return folder, sums, arrays
+
+
+@pytest.fixture
+def atelier_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty ATELIER_HOME for this test, and no ATELIER_MNIST_URL from the environment."""
+    home = tmp_path / "atelier_home"
+    monkeypatch.setenv("ATELIER_HOME", str(home))
+    monkeypatch.delenv("ATELIER_MNIST_URL", raising=False)
+    return home
