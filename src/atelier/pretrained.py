@@ -54,7 +54,10 @@ class PretrainedMixin:
             raise ValueError(f"{ckpt}: holds a {model_cfg.get('family')!r} model, not a {cls.family!r} one")
         model = cls(from_dict(cls.config_class, model_cfg["config"]))  # type: ignore[call-arg]
         state = load_tensors(ckpt / "model.safetensors")
-        missing, unexpected = model.load_state_dict(state, strict=False)  # type: ignore[attr-defined]
+        try:
+            missing, unexpected = model.load_state_dict(state, strict=False)  # type: ignore[attr-defined]
+        except RuntimeError as exc:  # shape mismatches raise even with strict=False
+            raise ValueError(f"{ckpt / 'model.safetensors'} does not match the config: {exc}") from exc
         if missing or unexpected:
             raise ValueError(
                 f"{ckpt / 'model.safetensors'} does not match the config: missing {missing[:5]}, "

@@ -72,7 +72,8 @@ class Trainer:
         self.sampler = BatchSampler(dataset, cfg.batch_size, cfg.seed, device=device, rank=self.dist.rank,
                                     world_size=self.dist.world_size, channels_last=cfg.channels_last)
         self.step = 0
-        self.elapsed = 0.0  # training seconds over all sessions of this run
+        self.elapsed = 0.0  # training seconds of earlier sessions of this run
+        self._session_start = time.perf_counter()
         self.history: list[dict[str, Any]] = []
         self._writer = None
 
@@ -108,7 +109,7 @@ class Trainer:
                    disable=not (cfg.progress and self.dist.is_main), desc=f"train {self.run_dir.name}")
         window: dict[str, float] = {}
         window_steps, window_start = 0, time.perf_counter()
-        session_start, start_step = time.perf_counter(), self.step
+        self._session_start, start_step = time.perf_counter(), self.step
         last_saved = self.step if resume else -1
         try:
             while (total is None or self.step < total) and (deadline is None or time.monotonic() < deadline):
@@ -129,18 +130,16 @@ class Trainer:
                 if self.step % cfg.sample_every == 0:
                     self.save_samples()
                 if self.step % cfg.checkpoint_every == 0:
-                    self.elapsed += time.perf_counter() - session_start
-                    session_start = time.perf_counter()
                     self.save_checkpoint()
                     last_saved = self.step
         except KeyboardInterrupt:
             bar.write("interrupted: saving a checkpoint so --resume can continue")
         finally:
             bar.close()
-        seconds = time.perf_counter() - session_start
-        self.elapsed += seconds
+        seconds = time.perf_counter() - self._session_start
         if self.step != last_saved:
             self.save_checkpoint()
+        self.elapsed += seconds
         self.save_samples()
         if self.dist.is_main:
             plot_curves(self.history, self.run_dir / "loss_curve.png", title=f"{self.run_dir.name}")
@@ -212,7 +211,7 @@ class Trainer:
             rng["cuda"] = torch.cuda.get_rng_state_all()
         return {
             "step": self.step,
-            "elapsed_seconds": self.elapsed,
+            "elapsed_seconds": self.elapsed + time.perf_counter() - self._session_start,
             "optimizers": {name: opt.state_dict() for name, opt in self.step_fn.optimizers.items()},
             "step_state": self.step_fn.state_dict(),
             "rng": rng,
