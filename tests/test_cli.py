@@ -230,3 +230,30 @@ def test_help_and_version_in_a_subprocess() -> None:
     if script is not None:  # the console script, when the package is installed into this environment
         proc = subprocess.run([script, "--version"], capture_output=True, text=True, env=env, timeout=120)
         assert proc.returncode == 0 and "atelier" in proc.stdout
+
+
+# ------------------------------------------------------------------------------------- config files
+def test_config_file_with_command_line_overrides(tmp_path: Path) -> None:
+    cfg = tmp_path / "run.toml"
+    cfg.write_text('conditional = true\n[data]\nname = "digits"\nresolution = 28\n'
+                   "[model]\ng_width = 8\nd_width = 8\nlatent_dim = 16\n"
+                   "[train]\nsteps = 5\nbatch_size = 16\ntensorboard = false\nprogress = false\n")
+    out = tmp_path / "run"
+    assert main(["train", "gan", "--config", str(cfg), "--steps", "2", "--out", str(out)]) == 0
+    saved = json.loads((out / "config.json").read_text())
+    assert saved["train"]["steps"] == 2  # the flag wins over the file
+    assert saved["model"]["config"]["num_classes"] == 10  # conditional from the file
+    assert saved["model"]["config"]["g_width"] == 8
+    assert step_of(out) == 2
+
+
+def test_config_file_errors_name_the_problem(tmp_path: Path, capsys) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[train]\nbogus = 1\n")
+    assert main(["train", "gan", "--config", str(bad), "--out", str(tmp_path / "r")]) == 2
+    assert "bogus" in capsys.readouterr().err
+    bad.write_text("[model]\nwidth = 3\n")
+    assert main(["train", "gan", "--config", str(bad), "--out", str(tmp_path / "r")]) == 2
+    assert "width" in capsys.readouterr().err
+    assert main(["train", "gan", "--config", str(tmp_path / "missing.toml"), "--out", str(tmp_path / "r")]) == 2
+    assert "missing.toml" in capsys.readouterr().err

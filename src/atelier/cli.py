@@ -18,8 +18,8 @@ def _add_train_gan(sub) -> None:
     d.add_argument("--no-verify", dest="verify", action="store_false", default=None,
                    help="skip SHA-256 checks of dataset files")
     m = p.add_argument_group("model")
-    m.add_argument("--model", default="dcgan", help="registry name: dcgan, or the classic preset dcgan64")
-    m.add_argument("--conditional", action="store_true", help="condition on the dataset's class labels")
+    m.add_argument("--model", default=None, help="registry name: dcgan (default), or the classic preset dcgan64")
+    m.add_argument("--conditional", action="store_true", default=None, help="condition on the dataset's labels")
     m.add_argument("--latent-dim", type=int, default=None)
     m.add_argument("--g-width", type=int, default=None)
     m.add_argument("--d-width", type=int, default=None)
@@ -35,7 +35,8 @@ def _add_train_gan(sub) -> None:
     t.add_argument("--lr-d", type=float, default=None)
     t.add_argument("--ema-decay", type=float, default=None)
     t.add_argument("--seed", type=int, default=None)
-    t.add_argument("--precision", choices=("fp32", "bf16"), default=None)
+    t.add_argument("--precision", choices=("auto", "fp32", "bf16"), default=None,
+                   help="auto: bf16 autocast on CUDA and on CPUs with native bf16, else fp32 (default)")
     t.add_argument("--channels-last", action="store_true", default=None)
     t.add_argument("--compile", action="store_true", default=None, help="torch.compile the networks")
     t.add_argument("--device", default=None, help="auto | cpu | cuda | cuda:N")
@@ -44,6 +45,8 @@ def _add_train_gan(sub) -> None:
     t.add_argument("--checkpoint-every", type=int, default=None)
     t.add_argument("--no-tensorboard", dest="tensorboard", action="store_false", default=None)
     t.add_argument("--no-progress", dest="progress", action="store_false", default=None)
+    p.add_argument("--config", default=None, help="TOML/JSON file with [data], [model], [train] sections; "
+                   "flags given on the command line override it")
     p.add_argument("--out", required=True, help="run directory (checkpoints, samples, logs)")
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
     p.set_defaults(func=_cmd_train_gan)
@@ -53,6 +56,8 @@ _TRAIN_FIELDS = ("steps", "epochs", "minutes", "batch_size", "lr", "lr_d", "ema_
                  "channels_last", "compile", "device", "log_every", "sample_every", "checkpoint_every",
                  "tensorboard", "progress")
 _MODEL_FIELDS = ("latent_dim", "g_width", "d_width", "d_norm", "loss")
+_DATA_FIELDS = {"data": "name", "data_dir": "data_dir", "resolution": "resolution", "channels": "channels",
+                "strict": "strict", "verify": "verify"}
 
 
 def _given(args, names) -> dict:
@@ -63,6 +68,8 @@ def _cmd_train_gan(args) -> int:
     from atelier.train import DataConfig, TrainConfig, resume_configs, train_model
     from atelier.train.run import describe, saved_run_config
 
+    from atelier.config import from_dict, load_config_file
+
     overrides = _given(args, _TRAIN_FIELDS)
     if args.resume and saved_run_config(args.out) is not None:
         name, model_cfg, data, train = resume_configs(args.out, overrides)
@@ -70,10 +77,15 @@ def _cmd_train_gan(args) -> int:
     else:
         if args.resume:
             print(f"note: {args.out} has no checkpoint yet; starting a new run", file=sys.stderr)
-        data = DataConfig(name=args.data or "digits", data_dir=args.data_dir, resolution=args.resolution or 28,
-                          channels=args.channels, strict=bool(args.strict), verify=args.verify is not False)
-        result = train_model(args.model, data=data, train=TrainConfig(**overrides), out=args.out,
-                             model_kwargs=_given(args, _MODEL_FIELDS), conditional=args.conditional)
+        file = load_config_file(args.config) if args.config else {}
+        data = {**file.get("data", {}), **{v: getattr(args, k) for k, v in _DATA_FIELDS.items()
+                                           if getattr(args, k) is not None}}
+        train = from_dict(TrainConfig, {**file.get("train", {}), **overrides})
+        model_kwargs = {**file.get("model", {}), **_given(args, _MODEL_FIELDS)}
+        model_name = args.model or file.get("model_name", "dcgan")
+        conditional = args.conditional if args.conditional is not None else bool(file.get("conditional", False))
+        result = train_model(model_name, data=from_dict(DataConfig, data), train=train, out=args.out,
+                             model_kwargs=model_kwargs, conditional=conditional)
     print(describe(result))
     print(f"samples: {Path(args.out) / 'samples' / 'latest.png'}   curves: {Path(args.out) / 'loss_curve.png'}")
     return 0

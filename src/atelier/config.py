@@ -71,3 +71,26 @@ def environment() -> dict[str, str]:
         "python": platform.python_version(),
         "platform": platform.platform(),
     }
+
+
+def load_config_file(path: str | Path) -> dict[str, Any]:
+    """A run description from TOML or JSON, with optional sections ``[data]``, ``[model]``, ``[train]``
+    (plus top-level ``model_name`` and ``conditional``). Command-line flags override its values."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: config file not found")
+    if path.suffix.lower() == ".toml":
+        import tomllib
+
+        try:
+            data = tomllib.loads(path.read_text())
+        except tomllib.TOMLDecodeError as exc:
+            raise ValueError(f"{path}: invalid TOML ({exc})") from exc
+    elif path.suffix.lower() == ".json":
+        data = load_json(path)
+    else:
+        raise ValueError(f"{path}: config files are .toml or .json")
+    unknown = set(data) - {"data", "model", "train", "model_name", "conditional"}
+    if unknown:
+        raise ValueError(f"{path}: unknown section(s) {', '.join(sorted(unknown))}; use data, model, train")
+    return data

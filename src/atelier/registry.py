@@ -41,4 +41,7 @@ def create_model(name: str, **kwargs: Any) -> Any:
     key = name.lower()
     if key not in _REGISTRY:
         raise KeyError(f"unknown model {name!r}; available: {', '.join(sorted(_REGISTRY))}")
-    return _REGISTRY[key](**kwargs)
+    try:
+        return _REGISTRY[key](**kwargs)
+    except TypeError as exc:  # an unknown keyword: say which model rejected it
+        raise ValueError(f"model {name!r}: {exc}") from exc

@@ -29,12 +29,22 @@ LATEST = "latest"
 _TENSOR = "__tensor__"
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+FILE_MODE = 0o666 & ~_umask()  # what open() would give a new file (mkstemp makes them 0600)
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` through a temporary file in the same directory and a rename."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, FILE_MODE)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -49,6 +59,7 @@ def save_tensors(tensors: dict[str, torch.Tensor], path: Path) -> None:
     """safetensors needs contiguous tensors that share no memory; the temp-file dance makes it atomic."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.fchmod(fd, FILE_MODE)
     os.close(fd)
     try:
         save_file({k: v.detach().cpu().contiguous().clone() for k, v in tensors.items()}, tmp)
@@ -105,6 +116,7 @@ def save_checkpoint(
     directory.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}.tmp"))
     try:
+        tmp.chmod(0o777 & ~_umask())
         save_tensors(model_state, tmp / "model.safetensors")
         tensors: dict[str, torch.Tensor] = {}
         plain = split_tensors(train_state, "state", tensors)

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
-PRECISIONS = ("fp32", "bf16")
+import torch
+
+PRECISIONS = ("auto", "fp32", "bf16")
 
 
 @dataclass
@@ -34,7 +37,7 @@ class TrainConfig:
     lr_d: float | None = None  # discriminator learning rate for GANs (default: lr)
     betas: tuple[float, float] = (0.5, 0.999)
     ema_decay: float = 0.999  # 0 disables averaging (the EMA copy then tracks the raw weights)
-    precision: str = "fp32"  # fp32 | bf16 (autocast)
+    precision: str = "auto"  # auto | fp32 | bf16 (autocast); auto: bf16 where the hardware has it natively
     channels_last: bool = False
     compile: bool = False  # torch.compile the networks
     device: str = "auto"  # auto | cpu | cuda | cuda:N
@@ -62,3 +65,27 @@ class TrainConfig:
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"ema_decay must lie in [0, 1), got {self.ema_decay}")
         self.betas = tuple(self.betas)  # type: ignore[assignment]
+
+
+@lru_cache(maxsize=None)
+def _cpu_has_native_bf16() -> bool:
+    """AVX512-BF16 or AMX: bf16 matrix work runs at about twice the fp32 rate. Without them PyTorch
+    emulates bf16 on the CPU, which is slower than fp32."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = f.read()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """``auto`` -> ``bf16`` on CUDA devices and CPUs with native bf16, else ``fp32``.
+
+    Measured on DCGAN training (BENCHMARKS.md): bf16 autocast nearly doubles images/s on a Zen 4 CPU
+    with no loss of sample quality at the scales tested."""
+    if precision != "auto":
+        return precision
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    return "bf16" if device.type == "cpu" and _cpu_has_native_bf16() else "fp32"

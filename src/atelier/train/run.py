@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,7 @@ from atelier.config import environment, from_dict, load_json, to_dict
 from atelier.data import DataError, load_dataset
 from atelier.registry import create_model
 from atelier.train.checkpoint import latest_checkpoint
-from atelier.train.config import DataConfig, TrainConfig
+from atelier.train.config import DataConfig, TrainConfig, resolve_precision
 from atelier.train.distributed import DistContext, resolve_device
 from atelier.train.steps import FAMILY_STEPS
 from atelier.train.trainer import Hook, Trainer, TrainResult
@@ -56,6 +57,7 @@ def train_model(
     """
     dist = DistContext.from_env()
     device = resolve_device(train.device, dist)
+    train = replace(train, precision=resolve_precision(train.precision, device))  # record what ran
     dataset = load_dataset(data.name, resolution=data.resolution, split=data.split, data_dir=data.data_dir,
                            channels=data.channels, strict=data.strict, verify=data.verify,
                            progress=train.progress and dist.is_main)

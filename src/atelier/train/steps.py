@@ -19,7 +19,7 @@ from torch import nn
 from atelier.models.gan import GAN
 from atelier.objectives.gan import discriminator_loss, generator_loss
 from atelier.train.batches import Batch
-from atelier.train.config import TrainConfig
+from atelier.train.config import TrainConfig, resolve_precision
 from atelier.train.distributed import DistContext
 from atelier.train.ema import ema_decay_at, ema_update
 
@@ -44,7 +44,7 @@ def make_adam(params, lr: float, betas: tuple[float, float], device: torch.devic
 
 
 def autocast(cfg: TrainConfig, device: torch.device):
-    if cfg.precision == "bf16":
+    if resolve_precision(cfg.precision, device) == "bf16":
         return torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
@@ -70,6 +70,9 @@ class GANStep:
             model.to(memory_format=torch.channels_last)
         self.G = prepare(model.generator, cfg, device, dist)
         self.D = prepare(model.discriminator, cfg, device, dist)
+        # The generator's update scores fakes with the bare discriminator: its weights are frozen then,
+        # so there is nothing to all-reduce, and going around DDP keeps its reducer in step.
+        self.D_frozen = prepare(model.discriminator, cfg, device, DistContext()) if dist.enabled else self.D
         self.optimizers = {
             "generator": make_adam(model.generator.parameters(), cfg.lr, cfg.betas, device),
             "discriminator": make_adam(model.discriminator.parameters(), cfg.lr_d or cfg.lr, cfg.betas, device),
@@ -108,7 +111,7 @@ class GANStep:
         # Generator: make the updated discriminator call the fakes real. D's weights need no gradient.
         model.discriminator.requires_grad_(False)
         with autocast(cfg, self.device):
-            loss_g = generator_loss(self.D(fake, labels), self.loss)
+            loss_g = generator_loss(self.D_frozen(fake, labels), self.loss)
         opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
         opt_g.step()

@@ -168,7 +168,9 @@ class Trainer:
                 record.update(extra)
         record = {"step": self.step, "epoch": round(self.sampler.epoch_of(self.step), 4), **record}
         self.history.append(record)
-        bar.set_postfix({k: f"{v:.3g}" for k, v in record.items() if k not in ("step", "epoch")}, refresh=False)
+        postfix = {k: f"{v:.3g}" for k, v in record.items() if k not in ("step", "epoch", "images_per_second")}
+        postfix["img/s"] = f"{record['images_per_second']:.0f}"
+        bar.set_postfix(postfix, refresh=False)
         if not self.dist.is_main:
             return
         with open(self.history_path, "a") as f:
