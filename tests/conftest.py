@@ -9,6 +9,7 @@ from typing import Callable
 
 import numpy as np
 import pytest
+import torch
 
 
 def _idx_bytes(array: np.ndarray, magic: int) -> bytes:
@@ -53,3 +54,12 @@ def atelier_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("ATELIER_HOME", str(home))
     monkeypatch.delenv("ATELIER_MNIST_URL", raising=False)
     return home
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Two shared cores: one intra-op thread avoids oversubscription stalls when others are busy."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -26,12 +26,7 @@ TINY_ARGS = ["--data", "digits", "--resolution", "28", "--batch-size", "16", "--
              "--latent-dim", "16", "--no-tensorboard", "--no-progress"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def train_cli(out: Path, *extra: str) -> int:

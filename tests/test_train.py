@@ -24,13 +24,7 @@ DIGITS = DataConfig(name="digits", resolution=28)
 TINY = dict(g_width=8, d_width=8, latent_dim=16)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Two shared cores: one intra-op thread avoids oversubscription stalls when others are busy."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def small(**kw) -> TrainConfig:
