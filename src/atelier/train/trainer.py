@@ -134,6 +134,10 @@ class Trainer:
                     last_saved = self.step
         except KeyboardInterrupt:
             bar.write("interrupted: saving a checkpoint so --resume can continue")
+        except BaseException:
+            if self._writer is not None:  # keep what was logged up to the failure
+                self._writer.close()
+            raise
         finally:
             bar.close()
         seconds = time.perf_counter() - self._session_start
