@@ -42,13 +42,6 @@ def from_dict(cls: type[T], data: dict[str, Any]) -> T:
     return cls(**kwargs)
 
 
-def save_json(data: dict[str, Any], path: str | Path) -> None:
-    """Write JSON atomically (temp file + rename), so a crash never leaves half a file."""
-    from atelier.train.checkpoint import atomic_write_bytes
-
-    atomic_write_bytes(Path(path), (json.dumps(data, indent=2, sort_keys=True) + "\n").encode())
-
-
 def load_json(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():

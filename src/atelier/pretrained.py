@@ -17,6 +17,20 @@ import torch
 M = TypeVar("M", bound="PretrainedMixin")
 
 
+def resolve_pretrained(path: str | Path) -> tuple[Path, dict[str, Any]]:
+    """(checkpoint or model directory, its config.json) for a run dir, checkpoint dir or model dir."""
+    from atelier.config import load_json
+    from atelier.train.checkpoint import latest_checkpoint
+
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such run, checkpoint or model directory")
+    ckpt = latest_checkpoint(path)
+    if ckpt is None:
+        raise FileNotFoundError(f"{path}: no model.safetensors here nor a checkpoint under {path}/checkpoints")
+    return ckpt, load_json(ckpt / "config.json")
+
+
 class PretrainedMixin:
     family: str = ""
     config_class: type = object
@@ -26,29 +40,20 @@ class PretrainedMixin:
 
     def save_pretrained(self, directory: str | Path) -> Path:
         from atelier.config import environment
-        from atelier.train.checkpoint import atomic_write_bytes, save_tensors
+        from atelier.train.checkpoint import atomic_write_json, save_tensors
 
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         save_tensors(self.state_dict(), directory / "model.safetensors")  # type: ignore[attr-defined]
-        import json
-
-        config = {"model": self.model_config_dict(), "environment": environment()}
-        atomic_write_bytes(directory / "config.json", (json.dumps(config, indent=2) + "\n").encode())
+        atomic_write_json(directory / "config.json", {"model": self.model_config_dict(), "environment": environment()})
         return directory
 
     @classmethod
     def from_pretrained(cls: type[M], path: str | Path, *, map_location: str | torch.device = "cpu") -> M:
-        from atelier.config import from_dict, load_json
-        from atelier.train.checkpoint import latest_checkpoint, load_tensors
+        from atelier.config import from_dict
+        from atelier.train.checkpoint import load_tensors
 
-        path = Path(path)
-        if not path.exists():
-            raise FileNotFoundError(f"{path}: no such run, checkpoint or model directory")
-        ckpt = latest_checkpoint(path)
-        if ckpt is None:
-            raise FileNotFoundError(f"{path}: no model.safetensors here nor a checkpoint under {path}/checkpoints")
-        config = load_json(ckpt / "config.json")
+        ckpt, config = resolve_pretrained(path)
         model_cfg = config.get("model", {})
         if model_cfg.get("family") != cls.family:
             raise ValueError(f"{ckpt}: holds a {model_cfg.get('family')!r} model, not a {cls.family!r} one")

@@ -36,9 +36,7 @@ def sample_images(
     generator = torch.Generator().manual_seed(seed)
     labels = None
     if conditional:
-        k = model.config.num_classes
-        if label is not None and not 0 <= label < k:
-            raise ValueError(f"label must lie in 0..{k - 1}, got {label}")
+        k = model.config.num_classes  # the model itself checks that labels lie in 0..k-1
         labels = torch.full((n,), label, dtype=torch.long) if label is not None else torch.arange(n) % k
     chunks = []
     for i in range(0, n, batch_size):

@@ -117,14 +117,14 @@ def classifier_path(name: str) -> Path:
 
 
 def save_classifier(fitted: FittedClassifier, name: str) -> Path:
-    from atelier.train.checkpoint import atomic_write_bytes, save_tensors
+    from atelier.train.checkpoint import atomic_write_json, save_tensors
 
     path = classifier_path(name)
     path.parent.mkdir(parents=True, exist_ok=True)
     save_tensors(fitted.model.state_dict(), path)
     meta = {"test_accuracy": fitted.test_accuracy, "sha256": fitted.sha256,
             "num_classes": fitted.model.head.out_features, "channels": fitted.model.body[0].in_channels}
-    atomic_write_bytes(path.with_suffix(".json"), json.dumps(meta, indent=2).encode())
+    atomic_write_json(path.with_suffix(".json"), meta)
     return path
 
 

@@ -186,7 +186,8 @@ class GAN(PretrainedMixin, nn.Module):
         if self.conditional:
             labels = self.default_labels(n) if labels is None else labels.long()
             if labels.min() < 0 or labels.max() >= self.config.num_classes:
-                raise ValueError(f"labels must lie in 0..{self.config.num_classes - 1}")
+                raise ValueError(f"labels must lie in 0..{self.config.num_classes - 1}, got "
+                                 f"{int(labels.min())}..{int(labels.max())}")
         elif labels is not None:
             raise ValueError("this GAN is not class-conditional: it takes no labels")
         return self.generate(z, labels, use_ema=use_ema)

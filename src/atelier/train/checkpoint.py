@@ -55,6 +55,11 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         raise
 
 
+def atomic_write_json(path: Path, data: Any) -> None:
+    """Pretty JSON (sorted keys, trailing newline), written atomically."""
+    atomic_write_bytes(Path(path), (json.dumps(data, indent=2, sort_keys=True) + "\n").encode())
+
+
 def save_tensors(tensors: dict[str, torch.Tensor], path: Path) -> None:
     """safetensors needs contiguous tensors that share no memory; the temp-file dance makes it atomic."""
     path = Path(path)
@@ -122,7 +127,7 @@ def save_checkpoint(
         plain = split_tensors(train_state, "state", tensors)
         save_tensors(tensors, tmp / "state.safetensors")
         atomic_write_bytes(tmp / "state.json", json.dumps(plain).encode())
-        atomic_write_bytes(tmp / "config.json", (json.dumps(config, indent=2, sort_keys=True) + "\n").encode())
+        atomic_write_json(tmp / "config.json", config)
         if directory.exists():
             shutil.rmtree(directory)
         os.replace(tmp, directory)

@@ -22,6 +22,7 @@ from atelier.report.plots import plot_curves
 from atelier.train.batches import BatchSampler
 from atelier.train.checkpoint import (
     atomic_write_bytes,
+    atomic_write_json,
     latest_checkpoint,
     load_tensors,
     load_train_state,
@@ -101,7 +102,7 @@ class Trainer:
             self.restore()
         if self.dist.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
-            self._write_json(self.run_dir / "config.json", self.run_config)
+            atomic_write_json(self.run_dir / "config.json", self.run_config)
         total, cfg = self.total_steps(), self.cfg
         deadline = time.monotonic() + cfg.minutes * 60 if cfg.minutes is not None else None
         per_step = cfg.batch_size * self.dist.world_size
@@ -206,9 +207,6 @@ class Trainer:
 
             writer.add_image("samples", make_grid(images, nrow=self.step_fn.preview_layout()), self.step)
         return path
-
-    def _write_json(self, path: Path, data: dict) -> None:
-        atomic_write_bytes(path, (json.dumps(data, indent=2, sort_keys=True) + "\n").encode())
 
     # -- checkpoints -------------------------------------------------------------------------
     def train_state(self) -> dict[str, Any]:
