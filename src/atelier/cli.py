@@ -43,6 +43,10 @@ def _add_train_gan(sub) -> None:
     t.add_argument("--log-every", type=int, default=None)
     t.add_argument("--sample-every", type=int, default=None)
     t.add_argument("--checkpoint-every", type=int, default=None)
+    t.add_argument("--eval-every", type=int, default=None,
+                   help="measure FID/KID every K steps and keep checkpoints/best by FID (default: off)")
+    t.add_argument("--eval-n", type=int, default=None, help="images per evaluation (default: 2000)")
+    t.add_argument("--eval-split", default=None, help="real split evaluated against (default: test)")
     t.add_argument("--no-tensorboard", dest="tensorboard", action="store_false", default=None)
     t.add_argument("--no-progress", dest="progress", action="store_false", default=None)
     p.add_argument("--config", default=None, help="TOML/JSON file with [data], [model], [train] sections; "
@@ -54,7 +58,7 @@ def _add_train_gan(sub) -> None:
 
 _TRAIN_FIELDS = ("steps", "epochs", "minutes", "batch_size", "lr", "lr_d", "ema_decay", "seed", "precision",
                  "channels_last", "compile", "device", "log_every", "sample_every", "checkpoint_every",
-                 "tensorboard", "progress")
+                 "eval_every", "eval_n", "eval_split", "tensorboard", "progress")
 _MODEL_FIELDS = ("latent_dim", "g_width", "d_width", "d_norm", "loss")
 _DATA_FIELDS = {"data": "name", "data_dir": "data_dir", "resolution": "resolution", "channels": "channels",
                 "strict": "strict", "verify": "verify"}
@@ -111,6 +115,86 @@ def _cmd_demo(args) -> int:
     return 0
 
 
+def _cmd_evaluate(args) -> int:
+    from atelier.metrics.evaluate import EvalConfig, evaluate_source
+    from atelier.report.evaluation import write_evaluation_report
+
+    fields = ("data", "data_dir", "split", "n", "seed", "extractor", "inception_weights", "resize", "c2st_space",
+              "copy_quantile", "copy_threshold", "batch_size", "device")
+    kwargs = _given(args, fields)
+    if args.metrics:
+        kwargs["metrics"] = tuple(m.strip() for m in args.metrics.split(",") if m.strip())
+    if args.no_cache:
+        kwargs["cache"] = False
+    result = evaluate_source(args.input, EvalConfig(**kwargs), progress=not args.quiet)
+    print(result.table())
+    page = write_evaluation_report(result, args.out)
+    print(f"metrics: {Path(args.out) / 'metrics.json'}   report: {page}")
+    return 0
+
+
+def _cmd_fit_classifier(args) -> int:
+    from atelier.metrics.classifier import DOMAIN_CLASSIFIERS, classifier_path, fit_domain_classifier
+
+    fitted = fit_domain_classifier(args.data, data_dir=args.data_dir, seed=args.seed, progress=not args.quiet)
+    print(f"{DOMAIN_CLASSIFIERS[args.data]}: test accuracy {fitted.test_accuracy:.4f}, "
+          f"weights sha256 {fitted.sha256[:16]}..., saved to {classifier_path(DOMAIN_CLASSIFIERS[args.data])}")
+    return 0
+
+
+def _cmd_list_extractors(args) -> int:
+    from atelier.metrics.classifier import DOMAIN_CLASSIFIERS, load_classifier
+    from atelier.metrics.extractors import list_extractors
+
+    fitted = {name: load_classifier(name) for name in DOMAIN_CLASSIFIERS.values()}
+    for name in list_extractors():
+        if name in fitted:
+            f = fitted[name]
+            state = f"fitted, test accuracy {f.test_accuracy:.4f}, sha256 {f.sha256[:12]}" if f else "not fitted yet"
+        else:
+            state = "needs the TF InceptionV3 weights file (--inception-weights or the cache)"
+        print(f"{name:14s} {state}")
+    return 0
+
+
+def _add_evaluate(sub) -> None:
+    from atelier.metrics.evaluate import METRIC_GROUPS
+
+    e = sub.add_parser("evaluate", help="FID, KID, IS, precision/recall, two-sample test and memorisation",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    e.add_argument("input", help="run directory (sampled here), .npz with an 'images' array, or a folder of images")
+    e.add_argument("--data", default=None, help="real data: digits | mnist | folder:PATH (default: the run's own)")
+    e.add_argument("--data-dir", default=None)
+    e.add_argument("--split", default=None, help="real split to compare against (default: test)")
+    e.add_argument("--n", type=int, default=None, help="samples to draw from a run, and the most real images used "
+                   "(default: 10000)")
+    e.add_argument("--seed", type=int, default=None)
+    e.add_argument("--out", default="evaluation", help="folder for metrics.json and the HTML report")
+    e.add_argument("--metrics", default=None, help=f"comma-separated subset of {','.join(METRIC_GROUPS)}")
+    e.add_argument("--extractor", default=None, help="mnist-cnn | digits-cnn | inception-v3 (default: per dataset)")
+    e.add_argument("--inception-weights", default=None, help="local pt_inception-2015-12-05-6726825d.pth")
+    e.add_argument("--resize", default=None, help="inception-v3 resize: tf-bilinear | bilinear | bicubic-antialias")
+    e.add_argument("--c2st-space", choices=("features", "pixels"), default=None)
+    e.add_argument("--copy-quantile", type=float, default=None)
+    e.add_argument("--copy-threshold", type=float, default=None, help="fixed RMS pixel distance for near-copies")
+    e.add_argument("--batch-size", type=int, default=None)
+    e.add_argument("--device", default=None)
+    e.add_argument("--no-cache", action="store_true", help="recompute the real reference statistics")
+    e.add_argument("--quiet", action="store_true", help="no progress bars")
+    e.set_defaults(func=_cmd_evaluate)
+
+    m = sub.add_parser("metrics", help="feature extractors for evaluation")
+    msub = m.add_subparsers(dest="metrics_command", required=True)
+    f = msub.add_parser("fit-classifier", help="fit and cache the domain classifier of a dataset")
+    f.add_argument("--data", choices=("mnist", "digits"), default="mnist")
+    f.add_argument("--data-dir", default=None)
+    f.add_argument("--seed", type=int, default=0)
+    f.add_argument("--quiet", action="store_true")
+    f.set_defaults(func=_cmd_fit_classifier)
+    x = msub.add_parser("extractors", help="list feature extractors and whether they are ready")
+    x.set_defaults(func=_cmd_list_extractors)
+
+
 def _cmd_models(args) -> int:
     from atelier.registry import list_models
 
@@ -143,6 +227,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--minutes", type=float, default=4.0, help="wall-clock cap on training")
     d.add_argument("--seed", type=int, default=0)
     d.set_defaults(func=_cmd_demo)
+
+    _add_evaluate(sub)
 
     m = sub.add_parser("models", help="list registered models")
     m.set_defaults(func=_cmd_models)

@@ -128,6 +128,30 @@ def save_classifier(fitted: FittedClassifier, name: str) -> Path:
     return path
 
 
+#: Datasets that have a domain classifier, and the cache name of each classifier.
+DOMAIN_CLASSIFIERS = {"mnist": "mnist-cnn", "digits": "digits-cnn"}
+
+
+def fit_domain_classifier(dataset: str, *, data_dir: str | None = None, seed: int = 0, min_steps: int = 600,
+                          progress: bool = True) -> FittedClassifier:
+    """Fit the domain classifier of ``dataset`` ("mnist" or "digits") on its training split at 28x28,
+    measure it on the test split and save it in the cache (``$ATELIER_HOME/classifiers``).
+
+    Epochs are chosen so that training lasts at least ``min_steps`` steps (3 epochs on MNIST, 55 on
+    the 1,438 training digits)."""
+    from atelier.data import load_dataset
+
+    if dataset not in DOMAIN_CLASSIFIERS:
+        raise ValueError(f"no domain classifier for {dataset!r}; there is one for {sorted(DOMAIN_CLASSIFIERS)} "
+                         "(other data: use the inception-v3 extractor)")
+    train = load_dataset(dataset, resolution=28, split="train", data_dir=data_dir, progress=progress)
+    test = load_dataset(dataset, resolution=28, split="test", data_dir=data_dir, progress=progress)
+    epochs = max(3, -(-min_steps // max(1, len(train) // 128)))
+    fitted = fit_classifier(train, test, epochs=epochs, seed=seed, progress=progress)
+    save_classifier(fitted, DOMAIN_CLASSIFIERS[dataset])
+    return fitted
+
+
 def load_classifier(name: str) -> FittedClassifier | None:
     """The cached classifier ``name``, or None when it has not been fitted yet."""
     from atelier.train.checkpoint import load_tensors

@@ -24,14 +24,21 @@ class Figure:
     caption: str = ""
 
 
+def _table(rows: dict[str, str]) -> str:
+    esc = html.escape
+    return "<table>" + "".join(f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>" for k, v in rows.items()) + "</table>"
+
+
 def write_page(path: str | Path, *, title: str, intro: str, figures: list[Figure],
-               facts: dict[str, str] | None = None) -> Path:
+               facts: dict[str, str] | None = None, tables: dict[str, dict[str, str]] | None = None) -> Path:
+    """Write the page atomically: intro, a facts table, titled tables, then the figures."""
     esc = html.escape
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{esc(title)}</title>",
              f"<style>{_STYLE}</style></head><body><h1>{esc(title)}</h1><p>{esc(intro)}</p>"]
     if facts:
-        rows = "".join(f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>" for k, v in facts.items())
-        parts.append(f"<table>{rows}</table>")
+        parts.append(_table(facts))
+    for heading, rows in (tables or {}).items():
+        parts.append(f"<h2>{esc(heading)}</h2>{_table(rows)}")
     for fig in figures:
         parts.append(f"<figure><h2>{esc(fig.title)}</h2><img src='{esc(fig.image)}' alt='{esc(fig.title)}'>"
                      f"<figcaption>{esc(fig.caption)}</figcaption></figure>")

@@ -22,10 +22,11 @@ def plot_curves(history: list[dict], path: str | Path, *, title: str = "training
     losses = [k for k in keys if k.startswith("loss")]
     others = [k for k in keys if k not in losses]
     steps = [h["step"] for h in history]
-    fig, axes = plt.subplots(1, 2 if others else 1, figsize=(11 if others else 6, 4), squeeze=False)
-    for ax, group, label in ((axes[0, 0], losses, "loss"), (axes[0, -1], others, "value")):
-        if ax is axes[0, -1] and not others:
-            continue
+    groups = [(group, label) for group, label in ((losses, "loss"), (others, "value")) if group]
+    if not groups:
+        return None
+    fig, axes = plt.subplots(1, len(groups), figsize=(5.5 * len(groups), 4), squeeze=False)
+    for ax, (group, label) in zip(axes[0], groups):
         for key in group:
             ax.plot(steps, [h.get(key, float("nan")) for h in history], label=key)
         ax.set_xlabel("step")

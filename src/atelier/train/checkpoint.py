@@ -116,7 +116,7 @@ def join_tensors(obj: Any, tensors: dict[str, torch.Tensor]) -> Any:
 def save_checkpoint(
     directory: Path, *, model_state: dict[str, torch.Tensor], train_state: dict[str, Any], config: dict[str, Any]
 ) -> Path:
-    """Write a complete checkpoint to ``directory`` atomically (it must not exist yet)."""
+    """Write a complete checkpoint to ``directory`` atomically, replacing one that is there."""
     directory = Path(directory)
     directory.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}.tmp"))
@@ -128,9 +128,14 @@ def save_checkpoint(
         save_tensors(tensors, tmp / "state.safetensors")
         atomic_write_bytes(tmp / "state.json", json.dumps(plain).encode())
         atomic_write_json(tmp / "config.json", config)
-        if directory.exists():
-            shutil.rmtree(directory)
-        os.replace(tmp, directory)
+        if directory.exists():  # replacing (e.g. checkpoints/best): move the old one aside first
+            old = directory.with_name(f".{directory.name}.old-{os.getpid()}")
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(directory, old)
+            os.replace(tmp, directory)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, directory)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -45,6 +45,9 @@ class TrainConfig:
     sample_every: int = 500
     checkpoint_every: int = 1000
     keep_checkpoints: int = 2
+    eval_every: int | None = None  # measure FID/KID every K steps and keep checkpoints/best by FID
+    eval_n: int = 2000  # generated (and at most real) images per evaluation
+    eval_split: str = "test"  # real split to compare against
     tensorboard: bool = True
     progress: bool = True
 
@@ -56,6 +59,10 @@ class TrainConfig:
         for name in ("batch_size", "log_every", "sample_every", "checkpoint_every", "keep_checkpoints"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.eval_every is not None and self.eval_every < 1:
+            raise ValueError(f"eval_every must be at least 1, got {self.eval_every}")
+        if self.eval_n < 10:
+            raise ValueError(f"eval_n must be at least 10, got {self.eval_n}")
         for name in ("steps", "epochs", "minutes"):
             value = getattr(self, name)
             if value is not None and value <= 0:

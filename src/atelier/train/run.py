@@ -14,6 +14,7 @@ from atelier.registry import create_model
 from atelier.train.checkpoint import latest_checkpoint
 from atelier.train.config import DataConfig, TrainConfig, resolve_precision
 from atelier.train.distributed import DistContext, resolve_device
+from atelier.train.evaluation import EvalHook
 from atelier.train.steps import FAMILY_STEPS
 from atelier.train.trainer import Hook, Trainer, TrainResult
 
@@ -86,12 +87,33 @@ def train_model(
         "dataset": {"name": dataset.name, "size": len(dataset), "classes": dataset.classes},
         "environment": environment(),
     }
+    hooks = list(hooks or [])
+    if train.eval_every:
+        hooks.append(eval_hook(data, train, dataset.channels))
     trainer = Trainer(step_fn, dataset, train, out, run_config=run_config, device=device, dist=dist, hooks=hooks)
     return trainer.fit(resume=resume)
 
 
+def eval_hook(data: DataConfig, train: TrainConfig, channels: int) -> EvalHook:
+    """FID/KID every ``train.eval_every`` steps against ``train.eval_split`` of the training data."""
+
+    def make_evaluator():
+        from atelier.metrics import EvalConfig, Evaluator
+
+        cfg = EvalConfig(data=data.name, data_dir=data.data_dir, split=train.eval_split, n=train.eval_n,
+                         seed=train.seed, metrics=("fid", "kid"))
+        return Evaluator(cfg, resolution=data.resolution, channels=channels, progress=False)
+
+    return EvalHook(make_evaluator, every=train.eval_every, n=train.eval_n, seed=train.seed)
+
+
 def describe(result: TrainResult) -> str:
-    return (f"{result.steps} steps in {result.seconds:.1f} s ({result.images_per_second:.1f} images/s); "
+    text = (f"{result.steps} steps in {result.seconds:.1f} s ({result.images_per_second:.1f} images/s); "
             f"checkpoint: {result.checkpoint}")
+    if result.evaluations:
+        last = result.evaluations[-1]
+        text += (f"\nFID {last['fid']:.4g} at the last evaluation (step {last['step']}); best {last['best_fid']:.4g} "
+                 f"at step {last['best_step']}: {result.run_dir / 'checkpoints' / 'best'}")
+    return text
 
 

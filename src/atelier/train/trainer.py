@@ -34,6 +34,8 @@ from atelier.train.config import TrainConfig
 from atelier.train.distributed import DistContext
 from atelier.train.steps import TrainStep
 
+#: Called after every step as ``hook(trainer, step)``; a returned dict is logged as an evaluation
+#: record (eval.jsonl, TensorBoard ``eval/``). A hook may also have ``on_end(trainer)``.
 Hook = Callable[["Trainer", int], "dict[str, float] | None"]
 
 
@@ -49,6 +51,7 @@ class TrainResult:
     images_per_second: float
     checkpoint: Path | None
     history: list[dict[str, Any]] = field(default_factory=list)
+    evaluations: list[dict[str, Any]] = field(default_factory=list)  # from evaluation hooks (e.g. FID)
 
 
 class Trainer:
@@ -76,6 +79,7 @@ class Trainer:
         self.elapsed = 0.0  # training seconds of earlier sessions of this run
         self._session_start = time.perf_counter()
         self.history: list[dict[str, Any]] = []
+        self.evaluations: list[dict[str, Any]] = []
         self._writer = None
 
     # -- paths -------------------------------------------------------------------------------
@@ -86,6 +90,10 @@ class Trainer:
     @property
     def history_path(self) -> Path:
         return self.run_dir / "history.jsonl"
+
+    @property
+    def eval_path(self) -> Path:
+        return self.run_dir / "eval.jsonl"
 
     # -- the loop ----------------------------------------------------------------------------
     def total_steps(self) -> int | None:
@@ -128,6 +136,8 @@ class Trainer:
                     record["images_per_second"] = window_steps * per_step / max(now - window_start, 1e-9)
                     self._log(record, bar)
                     window, window_steps, window_start = {}, 0, time.perf_counter()
+                for hook in self.hooks:
+                    self._log_eval(hook(self, self.step), bar)
                 if self.step % cfg.sample_every == 0:
                     self.save_samples()
                 if self.step % cfg.checkpoint_every == 0:
@@ -142,17 +152,24 @@ class Trainer:
         finally:
             bar.close()
         seconds = time.perf_counter() - self._session_start
+        for hook in self.hooks:
+            if hasattr(hook, "on_end"):
+                self._log_eval(hook.on_end(self), None)
         if self.step != last_saved:
             self.save_checkpoint()
         self.elapsed += seconds
         self.save_samples()
         if self.dist.is_main:
             plot_curves(self.history, self.run_dir / "loss_curve.png", title=f"{self.run_dir.name}")
+            curves = [{k: v for k, v in e.items() if k in ("step", "fid", "best_fid")} for e in self.evaluations]
+            if any("fid" in c for c in curves):
+                plot_curves(curves, self.run_dir / "eval_curve.png", title=f"{self.run_dir.name}: evaluation")
         if self._writer is not None:
             self._writer.close()
         done = self.step - start_step
         ckpt = latest_checkpoint(self.run_dir)
-        return TrainResult(self.run_dir, self.step, seconds, done * per_step / max(seconds, 1e-9), ckpt, self.history)
+        return TrainResult(self.run_dir, self.step, seconds, done * per_step / max(seconds, 1e-9), ckpt, self.history,
+                           self.evaluations)
 
     # -- bookkeeping -------------------------------------------------------------------------
     def _check_finite(self, values: dict[str, float]) -> None:
@@ -166,11 +183,25 @@ class Trainer:
                 "Try a lower learning rate, --precision fp32, or resume from the checkpoint with another seed."
             )
 
+    def _log_eval(self, values: dict[str, float] | None, bar) -> None:
+        """Record one evaluation (from a hook) in eval.jsonl, TensorBoard and on the console."""
+        if not values:
+            return
+        record = {"step": self.step, "epoch": round(self.sampler.epoch_of(self.step), 4), **values}
+        self.evaluations.append(record)
+        if not self.dist.is_main:
+            return
+        line = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in values.items())
+        (bar.write if bar is not None else print)(f"eval at step {self.step}: {line}")
+        with open(self.eval_path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+        writer = self.writer()
+        if writer is not None:
+            for k, v in values.items():
+                if isinstance(v, (int, float)) and v is not None:
+                    writer.add_scalar(f"eval/{k}", v, self.step)
+
     def _log(self, record: dict[str, float], bar) -> None:
-        for hook in self.hooks:
-            extra = hook(self, self.step)
-            if extra:
-                record.update(extra)
         record = {"step": self.step, "epoch": round(self.sampler.epoch_of(self.step), 4), **record}
         self.history.append(record)
         postfix = {k: f"{v:.3g}" for k, v in record.items() if k not in ("step", "epoch", "images_per_second")}
@@ -233,6 +264,14 @@ class Trainer:
         self.dist.barrier()
         return path
 
+    def save_named_checkpoint(self, name: str) -> Path | None:
+        """A complete checkpoint under ``checkpoints/<name>`` (e.g. "best"), replaced atomically;
+        never pruned and never the resume point."""
+        if not self.dist.is_main:
+            return None
+        return save_checkpoint(self.checkpoints_dir / name, model_state=self.step_fn.model.state_dict(),
+                               train_state=self.train_state(), config=self.run_config)
+
     def restore(self, path: Path | None = None) -> int:
         """Load model, optimisers, step state and RNG from ``path`` (default: the newest checkpoint)."""
         path = path or latest_checkpoint(self.run_dir)
@@ -249,10 +288,15 @@ class Trainer:
         self.step = int(state["step"])
         self.elapsed = float(state.get("elapsed_seconds", 0.0))
         # Steps after the checkpoint will be replayed: drop their log lines.
-        if self.history_path.is_file():
-            lines = [json.loads(x) for x in self.history_path.read_text().splitlines() if x.strip()]
-            self.history = [h for h in lines if h["step"] <= self.step]
-            text = "".join(json.dumps(h) + "\n" for h in self.history)
-            if self.dist.is_main:
-                atomic_write_bytes(self.history_path, text.encode())
+        self.history = self._truncate_log(self.history_path)
+        self.evaluations = self._truncate_log(self.eval_path)
         return self.step
+
+    def _truncate_log(self, path: Path) -> list[dict[str, Any]]:
+        if not path.is_file():
+            return []
+        lines = [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
+        kept = [h for h in lines if h["step"] <= self.step]
+        if self.dist.is_main:
+            atomic_write_bytes(path, "".join(json.dumps(h) + "\n" for h in kept).encode())
+        return kept

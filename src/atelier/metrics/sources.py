@@ -1,0 +1,118 @@
+"""What ``atelier evaluate`` measures: generated images from a run directory, an ``.npz`` or a folder.
+
+All three become one :class:`GeneratedSet` of uint8 (N, C, H, W) images. A run directory (or a
+checkpoint or saved model) is sampled here with a seed, so the evaluation is reproducible; the run's
+saved data config then tells the evaluator which real data it was trained on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from atelier.data import DataError
+
+
+@dataclass
+class GeneratedSet:
+    images: torch.Tensor  # (N, C, H, W) uint8
+    labels: torch.Tensor | None
+    source: str  # the path it came from
+    kind: str  # "model", "npz" or "folder"
+    run_config: dict = field(default_factory=dict)  # a model's saved config.json (data, model, train)
+
+
+def images_from_array(array: np.ndarray, source: str = "array") -> torch.Tensor:
+    """An image array -> uint8 (N, C, H, W).
+
+    Accepts (N, H, W), (N, H, W, C) (atelier's .npz layout) or (N, C, H, W) with C in {1, 3, 4}
+    (channels-last wins when both readings fit); uint8 0..255 or floats in [0, 1], or in [-1, 1]
+    when any value is negative. An alpha channel is dropped.
+    """
+    a = np.asarray(array)
+    if a.ndim == 3:
+        a = a[:, None]
+    elif a.ndim == 4 and a.shape[-1] in (1, 3, 4):
+        a = a.transpose(0, 3, 1, 2)
+    elif not (a.ndim == 4 and a.shape[1] in (1, 3, 4)):
+        raise DataError(f"{source}: expected images shaped (N, H, W), (N, H, W, C) or (N, C, H, W), got {a.shape}")
+    if a.shape[0] == 0:
+        raise DataError(f"{source}: the image array is empty")
+    if a.shape[1] == 4:
+        a = a[:, :3]
+    if a.dtype == np.uint8:
+        return torch.from_numpy(np.ascontiguousarray(a))
+    if not np.issubdtype(a.dtype, np.floating):
+        raise DataError(f"{source}: images must be uint8 or float, got {a.dtype}")
+    if not np.isfinite(a).all():
+        raise DataError(f"{source}: the images contain NaN or infinite values")
+    lo, hi = float(a.min()), float(a.max())
+    if lo < -1.0 - 1e-3 or hi > 1.0 + 1e-3:
+        raise DataError(f"{source}: float images must lie in [0, 1] or [-1, 1], found [{lo:.3g}, {hi:.3g}]")
+    x = torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))
+    if lo < 0:
+        x = (x + 1) / 2
+    return (x * 255).round_().clamp_(0, 255).to(torch.uint8)
+
+
+def _from_npz(path: Path, n: int | None) -> GeneratedSet:
+    try:
+        with np.load(path, allow_pickle=False) as z:  # never unpickle user data
+            if "images" not in z.files:
+                raise DataError(f"{path}: no array named 'images' (found: {', '.join(z.files) or 'none'})")
+            images = z["images"][:n] if n else z["images"]
+            labels = torch.from_numpy(z["labels"][: len(images)]).long() if "labels" in z.files else None
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{path}: not a readable .npz file ({exc})") from exc
+    return GeneratedSet(images_from_array(images, str(path)), labels, str(path), "npz")
+
+
+def _from_folder(path: Path, n: int | None, resolution: int | None) -> GeneratedSet:
+    from PIL import Image
+
+    from atelier.data.folder import load_folder, scan_images
+
+    if resolution is None:  # keep the images' own size (that of the first one)
+        files = scan_images(path)
+        if not files:
+            raise DataError(f"{path}: no images found (PNG, JPEG, WebP or BMP)")
+        with Image.open(files[0]) as im:
+            resolution = min(im.size)
+    data = load_folder(path, resolution=resolution, split="all" if (path / "train").is_dir() else "train",
+                       progress=False)
+    images = data.images[:n] if n else data.images
+    return GeneratedSet(images, None, str(path), "folder")
+
+
+def _from_model(path: Path, n: int, seed: int) -> GeneratedSet:
+    from atelier.creative import sample_images
+    from atelier.models import load_pretrained
+    from atelier.pretrained import resolve_pretrained
+
+    _, config = resolve_pretrained(path)
+    samples = sample_images(load_pretrained(path), n, seed=seed)
+    return GeneratedSet(samples.images, samples.labels, str(path), "model", config)
+
+
+def load_generated(source: str | Path, *, n: int | None = 10000, seed: int = 0,
+                   resolution: int | None = None) -> GeneratedSet:
+    """Generated images to evaluate. ``source``: a run/checkpoint/model directory (``n`` samples are
+    drawn with ``seed``), an ``.npz`` with an ``images`` array (first ``n``), or a folder of images
+    (first ``n``, resized to ``resolution``, default the first image's size)."""
+    path = Path(source)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such run directory, .npz file or image folder")
+    if path.is_file():
+        if path.suffix.lower() != ".npz":
+            raise DataError(f"{path}: a file to evaluate must be an .npz with an 'images' array")
+        return _from_npz(path, n)
+    from atelier.train.checkpoint import latest_checkpoint
+
+    if latest_checkpoint(path) is not None:
+        if not n:
+            raise ValueError("give the number of samples to draw from a model (n)")
+        return _from_model(path, n, seed)
+    return _from_folder(path, n, resolution)
