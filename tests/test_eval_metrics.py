@@ -172,3 +172,31 @@ def test_novelty_leave_one_out_calibration_and_fixed_threshold() -> None:
     assert rms.item() == pytest.approx(1.0)  # black vs white: RMS distance 1 on the 0..1 scale
     with pytest.raises(ValueError, match="differ in shape"):
         novelty(_blobs(3, 1)[:, :, :8], train, threshold=0.1)
+
+
+# -- agreement with torchmetrics ------------------------------------------------------------------
+class _Identity(torch.nn.Module):
+    """Lets torchmetrics' FID/KID run on given feature vectors (its images are (N, D, 1, 1))."""
+
+    num_features = 16
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.flatten(1)
+
+
+@pytest.mark.filterwarnings("ignore:Metric `Kernel Inception Distance`")
+def test_fid_and_kid_agree_with_torchmetrics() -> None:
+    from torchmetrics.image.fid import FrechetInceptionDistance
+    from torchmetrics.image.kid import KernelInceptionDistance
+
+    from atelier.metrics import feature_stats, frechet_distance
+
+    a, b = gaussian(1500), gaussian(1500, shift=0.3, seed=1) * 1.2
+    tm_fid = FrechetInceptionDistance(feature=_Identity())
+    tm_kid = KernelInceptionDistance(feature=_Identity(), subsets=1, subset_size=1500)
+    for metric in (tm_fid, tm_kid):
+        metric.update(a.view(-1, 16, 1, 1), real=True)
+        metric.update(b.view(-1, 16, 1, 1), real=False)
+    assert frechet_distance(feature_stats(a), feature_stats(b)) == pytest.approx(float(tm_fid.compute()), rel=1e-5)
+    kid_mean, _ = tm_kid.compute()
+    assert mmd2_unbiased(a, b) == pytest.approx(float(kid_mean), rel=1e-4)

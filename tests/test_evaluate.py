@@ -224,3 +224,15 @@ def test_training_evaluates_and_keeps_the_best_checkpoint(digits_home, tmp_path)
     from atelier.models import load_pretrained
 
     assert load_pretrained(out / "checkpoints" / "best").config.latent_dim == 16
+
+
+def test_demo_trains_evaluates_and_writes_its_page(digits_home, tmp_path) -> None:
+    from atelier.demo import run_demo
+
+    page = run_demo(tmp_path / "demo", steps=30, progress=False)
+    html = page.read_text()
+    assert "FID" in html and "evaluation/index.html" in html
+    metrics = json.loads((tmp_path / "demo" / "evaluation" / "metrics.json").read_text())
+    assert metrics["provenance"]["source"].endswith("best") and metrics["fid"] > 0
+    for name in ("samples.png", "per_class.png", "loss_curve.png", "evaluation/nearest.png"):
+        assert (tmp_path / "demo" / name).is_file()

@@ -120,7 +120,7 @@ def _cmd_evaluate(args) -> int:
     from atelier.report.evaluation import write_evaluation_report
 
     fields = ("data", "data_dir", "split", "n", "seed", "extractor", "inception_weights", "resize", "c2st_space",
-              "copy_quantile", "copy_threshold", "batch_size", "device")
+              "copy_quantile", "copy_threshold", "batch_size", "device", "verify_weights")
     kwargs = _given(args, fields)
     if args.metrics:
         kwargs["metrics"] = tuple(m.strip() for m in args.metrics.split(",") if m.strip())
@@ -173,6 +173,8 @@ def _add_evaluate(sub) -> None:
     e.add_argument("--metrics", default=None, help=f"comma-separated subset of {','.join(METRIC_GROUPS)}")
     e.add_argument("--extractor", default=None, help="mnist-cnn | digits-cnn | inception-v3 (default: per dataset)")
     e.add_argument("--inception-weights", default=None, help="local pt_inception-2015-12-05-6726825d.pth")
+    e.add_argument("--no-verify-weights", dest="verify_weights", action="store_false", default=None,
+                   help="accept an InceptionV3 file whose SHA-256 differs (e.g. converted weights)")
     e.add_argument("--resize", default=None, help="inception-v3 resize: tf-bilinear | bilinear | bicubic-antialias")
     e.add_argument("--c2st-space", choices=("features", "pixels"), default=None)
     e.add_argument("--copy-quantile", type=float, default=None)

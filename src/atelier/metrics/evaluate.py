@@ -48,6 +48,7 @@ class EvalConfig:
     extractor: str | None = None  # default: mnist-cnn / digits-cnn for those datasets, else inception-v3
     inception_weights: str | None = None
     resize: str | None = None  # inception-v3 resize mode (default tf-bilinear)
+    verify_weights: bool = True  # check the InceptionV3 file's SHA-256 (off for deliberately other weights)
     metrics: tuple[str, ...] = METRIC_GROUPS
     kid_subsets: int = 100
     kid_subset_size: int = 1000
@@ -110,7 +111,7 @@ class Evaluator:
                                  channels=channels, progress=progress)
         self.extractor = load_extractor(cfg.extractor or default_extractor(cfg.data), device=cfg.device,
                                         data_dir=cfg.data_dir, inception_weights=cfg.inception_weights,
-                                        resize=cfg.resize, progress=progress)
+                                        resize=cfg.resize, verify=cfg.verify_weights, progress=progress)
         self.reference = compute_reference(self.real, self.extractor, split=cfg.split, n=cfg.n, seed=cfg.seed,
                                            cache=cfg.cache, batch_size=cfg.batch_size, progress=progress)
         self.setup_seconds = time.perf_counter() - t0

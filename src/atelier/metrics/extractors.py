@@ -119,6 +119,8 @@ class InceptionExtractor(FeatureExtractor):
 
         x = convert_channels(images.cpu(), 3).to(self.device).float()  # (B, 3, H, W), 0..255
         x = resize_for_inception(x, 299, self.mode)
+        if self.mode == "bicubic-antialias":  # bicubic overshoots; clean-fid clips to the pixel range
+            x = x.clamp_(0.0, 255.0)
         shift, scale = self._NORMALISE[self.mode]
         return self.model((x - shift) / scale)
 
