@@ -7,8 +7,39 @@ import sys
 from pathlib import Path
 
 
-def _add_train_gan(sub) -> None:
-    p = sub.add_parser("gan", help="train a DCGAN", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+def _model_args(p, family: str) -> None:
+    m = p.add_argument_group("model")
+    m.add_argument("--conditional", action="store_true", default=None, help="condition on the dataset's labels")
+    m.add_argument("--latent-dim", type=int, default=None)
+    if family == "gan":
+        m.add_argument("--model", default=None, help="registry name: dcgan (default), or the classic preset dcgan64")
+        m.add_argument("--g-width", type=int, default=None)
+        m.add_argument("--d-width", type=int, default=None)
+        m.add_argument("--d-norm", choices=("batch", "spectral", "none"), default=None)
+        m.add_argument("--loss", choices=("nonsaturating", "hinge"), default=None)
+    else:
+        m.add_argument("--model", default=None, help="registry name: vae (default), or beta-vae (beta 4, 10-d latent)")
+        m.add_argument("--width", type=int, default=None, help="channels of the first encoder stage (default: 32)")
+        m.add_argument("--hidden", type=int, default=None, help="fully connected layer size (default: 512; 0: none)")
+        m.add_argument("--likelihood", choices=("bernoulli", "gaussian"), default=None,
+                       help="bernoulli (default; binary-ish data such as MNIST) or gaussian")
+        m.add_argument("--beta", type=float, default=None, help="weight of the KL term (default: 1)")
+        m.add_argument("--kl-warmup-steps", type=int, default=None, help="ramp the KL weight from 0 over these steps")
+        m.add_argument("--binarize", action="store_true", default=None,
+                       help="bernoulli: train and test on binarised pixels (comparable with published NLLs)")
+        m.add_argument("--sigma", type=float, default=None, help="gaussian: initial (or fixed) pixel std on [-1, 1]")
+        m.add_argument("--fixed-sigma", dest="learn_sigma", action="store_false", default=None,
+                       help="gaussian: keep sigma fixed instead of learning it")
+
+
+_MODEL_FIELDS = {"gan": ("latent_dim", "g_width", "d_width", "d_norm", "loss"),
+                 "vae": ("latent_dim", "width", "hidden", "likelihood", "beta", "kl_warmup_steps", "binarize", "sigma",
+                         "learn_sigma")}
+_DEFAULT_MODEL = {"gan": "dcgan", "vae": "vae"}
+
+
+def _add_train(sub, family: str, help_text: str) -> None:
+    p = sub.add_parser(family, help=help_text, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     d = p.add_argument_group("data")
     d.add_argument("--data", default=None, help="digits | mnist | folder:PATH (default: digits)")
     d.add_argument("--data-dir", default=None, help="local files for the dataset (e.g. MNIST's IDX .gz files)")
@@ -17,14 +48,7 @@ def _add_train_gan(sub) -> None:
     d.add_argument("--strict", action="store_true", default=None, help="fail on any unreadable image")
     d.add_argument("--no-verify", dest="verify", action="store_false", default=None,
                    help="skip SHA-256 checks of dataset files")
-    m = p.add_argument_group("model")
-    m.add_argument("--model", default=None, help="registry name: dcgan (default), or the classic preset dcgan64")
-    m.add_argument("--conditional", action="store_true", default=None, help="condition on the dataset's labels")
-    m.add_argument("--latent-dim", type=int, default=None)
-    m.add_argument("--g-width", type=int, default=None)
-    m.add_argument("--d-width", type=int, default=None)
-    m.add_argument("--d-norm", choices=("batch", "spectral", "none"), default=None)
-    m.add_argument("--loss", choices=("nonsaturating", "hinge"), default=None)
+    _model_args(p, family)
     t = p.add_argument_group("training")
     length = t.add_mutually_exclusive_group()
     length.add_argument("--steps", type=int, default=None)
@@ -53,13 +77,15 @@ def _add_train_gan(sub) -> None:
                    "flags given on the command line override it")
     p.add_argument("--out", required=True, help="run directory (checkpoints, samples, logs)")
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
-    p.set_defaults(func=_cmd_train_gan)
+    if family == "vae":
+        t.add_argument("--iw-samples", type=int, default=None, help="k of the importance-weighted test NLL (default: 100)")
+        t.add_argument("--iw-images", type=int, default=None, help="test images for that NLL (default: 1000)")
+    p.set_defaults(func=_cmd_train)
 
 
 _TRAIN_FIELDS = ("steps", "epochs", "minutes", "batch_size", "lr", "lr_d", "ema_decay", "seed", "precision",
                  "channels_last", "compile", "device", "log_every", "sample_every", "checkpoint_every",
-                 "eval_every", "eval_n", "eval_split", "tensorboard", "progress")
-_MODEL_FIELDS = ("latent_dim", "g_width", "d_width", "d_norm", "loss")
+                 "eval_every", "eval_n", "eval_split", "tensorboard", "progress", "iw_samples", "iw_images")
 _DATA_FIELDS = {"data": "name", "data_dir": "data_dir", "resolution": "resolution", "channels": "channels",
                 "strict": "strict", "verify": "verify"}
 
@@ -68,13 +94,14 @@ def _given(args, names) -> dict:
     return {k: getattr(args, k) for k in names if getattr(args, k) is not None}
 
 
-def _cmd_train_gan(args) -> int:
+def _cmd_train(args) -> int:
     from atelier.train import DataConfig, TrainConfig, resume_configs, train_model
     from atelier.train.run import describe, saved_run_config
 
     from atelier.config import from_dict, load_config_file
+    from atelier.train.config import FAMILY_DEFAULTS
 
-    overrides = _given(args, _TRAIN_FIELDS)
+    overrides = _given(args, [f for f in _TRAIN_FIELDS if hasattr(args, f)])
     if args.resume and saved_run_config(args.out) is not None:
         name, model_cfg, data, train = resume_configs(args.out, overrides)
         result = train_model(name, data=data, train=train, out=args.out, model_kwargs=model_cfg, resume=True)
@@ -84,9 +111,9 @@ def _cmd_train_gan(args) -> int:
         file = load_config_file(args.config) if args.config else {}
         data = {**file.get("data", {}), **{v: getattr(args, k) for k, v in _DATA_FIELDS.items()
                                            if getattr(args, k) is not None}}
-        train = from_dict(TrainConfig, {**file.get("train", {}), **overrides})
-        model_kwargs = {**file.get("model", {}), **_given(args, _MODEL_FIELDS)}
-        model_name = args.model or file.get("model_name", "dcgan")
+        train = from_dict(TrainConfig, {**FAMILY_DEFAULTS[args.family], **file.get("train", {}), **overrides})
+        model_kwargs = {**file.get("model", {}), **_given(args, _MODEL_FIELDS[args.family])}
+        model_name = args.model or file.get("model_name", _DEFAULT_MODEL[args.family])
         conditional = args.conditional if args.conditional is not None else bool(file.get("conditional", False))
         result = train_model(model_name, data=from_dict(DataConfig, data), train=train, out=args.out,
                              model_kwargs=model_kwargs, conditional=conditional)
@@ -212,7 +239,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     train = sub.add_parser("train", help="train a model")
-    _add_train_gan(train.add_subparsers(dest="family", required=True))
+    families = train.add_subparsers(dest="family", required=True)
+    _add_train(families, "gan", "train a DCGAN")
+    _add_train(families, "vae", "train a (beta-, conditional) convolutional VAE")
 
     s = sub.add_parser("sample", help="draw samples from a trained model")
     s.add_argument("run_dir", help="run directory, checkpoint or saved model")

@@ -1,10 +1,11 @@
 """Model families. Importing this package registers every built-in model with :mod:`atelier.registry`."""
 
 from atelier.models.gan import GAN, GANConfig, Discriminator, Generator
+from atelier.models.vae import VAE, VAEConfig
 
-__all__ = ["GAN", "GANConfig", "Discriminator", "Generator", "MODEL_FAMILIES", "load_pretrained"]
+__all__ = ["GAN", "GANConfig", "Discriminator", "Generator", "MODEL_FAMILIES", "VAE", "VAEConfig", "load_pretrained"]
 
-MODEL_FAMILIES = {"gan": GAN}
+MODEL_FAMILIES = {"gan": GAN, "vae": VAE}
 
 
 def load_pretrained(path, *, map_location="cpu"):

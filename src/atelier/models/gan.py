@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from atelier.models.latents import normal_latents
 from atelier.models.layers import NORMS, dcgan_init, down_block, maybe_spectral, norm2d, start_size, up_block
 from atelier.pretrained import PretrainedMixin
 from atelier.registry import register_model
@@ -72,10 +73,12 @@ class Generator(nn.Module):
         self.to_image = nn.Sequential(nn.ConvTranspose2d(widths[-1], cfg.channels, 4, 2, 1), nn.Tanh())
 
     def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """``labels``: class indices (B,), or class weights (B, K) whose rows mix the embeddings."""
         if self.embed is not None:
             if labels is None:
                 raise ValueError("this generator is class-conditional: pass labels")
-            z = torch.cat([z, self.embed(labels)], dim=1)
+            emb = labels.to(self.embed.weight.dtype) @ self.embed.weight if labels.dim() == 2 else self.embed(labels)
+            z = torch.cat([z, emb], dim=1)
         h = self.project(z[:, :, None, None])
         return self.to_image(self.blocks(h))
 
@@ -134,17 +137,8 @@ class GAN(PretrainedMixin, nn.Module):
     def sample_latents(
         self, n: int, *, generator: torch.Generator | None = None, truncation: float | None = None
     ) -> torch.Tensor:
-        """Standard normal latents (n, latent_dim) on CPU; with ``truncation`` T, every coordinate with
-        |z| > T is redrawn until it falls inside (the truncation trick: fidelity for diversity)."""
-        z = torch.randn(n, self.config.latent_dim, generator=generator)
-        if truncation is not None:
-            if truncation <= 0:
-                raise ValueError(f"truncation must be positive, got {truncation}")
-            outside = z.abs() > truncation
-            while outside.any():
-                z[outside] = torch.randn(int(outside.sum()), generator=generator)
-                outside = z.abs() > truncation
-        return z
+        """Standard normal latents (n, latent_dim) on CPU, optionally truncated (see ``normal_latents``)."""
+        return normal_latents(n, self.config.latent_dim, generator=generator, truncation=truncation)
 
     def default_labels(self, n: int) -> torch.Tensor | None:
         """0, 1, ..., K-1, 0, 1, ... for conditional models; None otherwise."""

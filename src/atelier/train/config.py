@@ -9,6 +9,10 @@ import torch
 
 PRECISIONS = ("auto", "fp32", "bf16")
 
+#: Training defaults that differ by family: the DCGAN recipe (Adam 2e-4, beta1 0.5, batch 64) is the
+#: class default; VAEs train best with plain Adam (1e-3, beta1 0.9) on larger batches.
+FAMILY_DEFAULTS: dict[str, dict] = {"gan": {}, "vae": {"lr": 1e-3, "betas": (0.9, 0.999), "batch_size": 128}}
+
 
 @dataclass
 class DataConfig:
@@ -48,10 +52,17 @@ class TrainConfig:
     eval_every: int | None = None  # measure FID/KID every K steps and keep checkpoints/best by FID
     eval_n: int = 2000  # generated (and at most real) images per evaluation
     eval_split: str = "test"  # real split to compare against
+    iw_samples: int = 100  # VAE: k of the importance-weighted test NLL in metrics.json (0: skip)
+    iw_images: int = 1000  # VAE: test images the importance-weighted NLL is averaged over
     tensorboard: bool = True
     progress: bool = True
 
     DEFAULT_EPOCHS = 5
+
+    @classmethod
+    def for_family(cls, family: str, **overrides) -> "TrainConfig":
+        """The defaults suited to a model family (the class defaults are the GAN's), then ``overrides``."""
+        return cls(**{**FAMILY_DEFAULTS.get(family, {}), **overrides})
 
     def __post_init__(self) -> None:
         if self.steps is not None and self.epochs is not None:

@@ -91,7 +91,31 @@ def train_model(
     if train.eval_every:
         hooks.append(eval_hook(data, train, dataset.channels))
     trainer = Trainer(step_fn, dataset, train, out, run_config=run_config, device=device, dist=dist, hooks=hooks)
-    return trainer.fit(resume=resume)
+    result = trainer.fit(resume=resume)
+    if model.family == "vae" and dist.is_main:
+        result.metrics = vae_test_metrics(model, data, train, Path(out))
+    return result
+
+
+def vae_test_metrics(model, data: DataConfig, train: TrainConfig, run_dir: Path) -> dict[str, Any]:
+    """The negative ELBO (and importance-weighted NLL) on the test split, else the training data;
+    written to ``run_dir/metrics.json``."""
+    from atelier.metrics.likelihood import vae_likelihood
+    from atelier.train.checkpoint import atomic_write_json
+
+    split = "test"
+    try:
+        held_out = load_dataset(data.name, resolution=data.resolution, split="test", data_dir=data.data_dir,
+                                channels=data.channels, verify=data.verify, progress=False)
+    except DataError:  # a folder without train/ and test/: score the training images, and say so
+        split = data.split
+        held_out = load_dataset(data.name, resolution=data.resolution, split=split, data_dir=data.data_dir,
+                                channels=data.channels, verify=data.verify, progress=False)
+    metrics = vae_likelihood(model, held_out.images, held_out.labels, iw_k=train.iw_samples, iw_n=train.iw_images,
+                             seed=train.seed, progress=train.progress)
+    metrics = {**metrics, "split": split, "dataset": held_out.name}
+    atomic_write_json(run_dir / "metrics.json", metrics)
+    return metrics
 
 
 def eval_hook(data: DataConfig, train: TrainConfig, channels: int) -> EvalHook:
@@ -110,6 +134,11 @@ def eval_hook(data: DataConfig, train: TrainConfig, channels: int) -> EvalHook:
 def describe(result: TrainResult) -> str:
     text = (f"{result.steps} steps in {result.seconds:.1f} s ({result.images_per_second:.1f} images/s); "
             f"checkpoint: {result.checkpoint}")
+    if "test_neg_elbo_nats" in result.metrics:
+        m = result.metrics
+        text += f"\n{m['split']} negative ELBO {m['test_neg_elbo_nats']:.2f} nats/image"
+        if "test_iw_nll_nats" in m:
+            text += f", importance-weighted NLL {m['test_iw_nll_nats']:.2f} (k={m['iw_k']}, {m['iw_n']} images)"
     if result.evaluations:
         last = result.evaluations[-1]
         text += (f"\nFID {last['fid']:.4g} at the last evaluation (step {last['step']}); best {last['best_fid']:.4g} "

@@ -17,7 +17,9 @@ import torch
 from torch import nn
 
 from atelier.models.gan import GAN
+from atelier.models.vae import VAE
 from atelier.objectives.gan import discriminator_loss, generator_loss
+from atelier.objectives.vae import kl_standard_normal, kl_weight, log_likelihood, targets
 from atelier.train.batches import Batch
 from atelier.train.config import TrainConfig, resolve_precision
 from atelier.train.distributed import DistContext
@@ -143,4 +145,58 @@ class GANStep:
         self.rng.set_state(state["rng"])
 
 
-FAMILY_STEPS = {"gan": GANStep}
+class VAEStep:
+    """One Adam step on the beta-weighted negative ELBO (mean over the batch, nats per image).
+
+    Logs the unweighted terms too, so runs with different beta or warm-up compare on one scale:
+    ``neg_elbo`` = ``recon_nll`` + ``kl``."""
+
+    def __init__(self, model: VAE, cfg: TrainConfig, device: torch.device, dist: DistContext | None = None) -> None:
+        dist = dist or DistContext()
+        self.model, self.cfg, self.device = model, cfg, device
+        model.to(device)
+        if cfg.channels_last:
+            model.to(memory_format=torch.channels_last)
+        self.net = prepare(model, cfg, device, dist)
+        params = [p for p in model.parameters() if p.requires_grad]
+        self.optimizers = {"vae": make_adam(params, cfg.lr, cfg.betas, device)}
+        # Posterior noise (and binarisation) from a private generator, independent of the global RNG.
+        self.rng = torch.Generator().manual_seed(cfg.seed + 1)
+
+    def train_step(self, batch: Batch, step: int) -> dict[str, torch.Tensor]:
+        model, mc = self.model, self.model.config
+        x, labels = batch.images, batch.labels if model.conditional else None
+        target = targets(x, mc.likelihood, binarize=mc.binarize, generator=self.rng)
+        beta = kl_weight(step, mc.beta, mc.kl_warmup_steps)
+        with autocast(self.cfg, self.device):
+            out = self.net(x, labels, generator=self.rng)
+        recon = log_likelihood(out["params"], target, mc.likelihood, model.log_sigma)
+        kl = kl_standard_normal(out["mean"], out["logvar"])
+        loss = (beta * kl - recon).mean()
+        opt = self.optimizers["vae"]
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        logs = {"loss": loss.detach(), "neg_elbo": (kl - recon).detach().mean(), "recon_nll": -recon.detach().mean(),
+                "kl": kl.detach().mean(), "beta": torch.tensor(beta)}
+        if mc.likelihood == "gaussian":
+            logs["sigma"] = model.log_sigma.detach().exp()
+        return logs
+
+    def preview(self, n: int, seed: int) -> torch.Tensor:
+        return self.model.sample(n, generator=torch.Generator().manual_seed(seed))
+
+    def preview_layout(self) -> int:
+        return self.model.config.num_classes if self.model.conditional else 8
+
+    def preview_count(self) -> int:
+        return 8 * self.preview_layout()
+
+    def state_dict(self) -> dict:
+        return {"rng": self.rng.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.rng.set_state(state["rng"])
+
+
+FAMILY_STEPS = {"gan": GANStep, "vae": VAEStep}

@@ -52,6 +52,7 @@ class TrainResult:
     checkpoint: Path | None
     history: list[dict[str, Any]] = field(default_factory=list)
     evaluations: list[dict[str, Any]] = field(default_factory=list)  # from evaluation hooks (e.g. FID)
+    metrics: dict[str, Any] = field(default_factory=dict)  # end-of-run metrics (a VAE's test ELBO)
 
 
 class Trainer:

@@ -1,0 +1,252 @@
+"""Convolutional variational autoencoder (Kingma & Welling 2014), beta-VAE and conditional VAE.
+
+The encoder maps an image to a diagonal Gaussian posterior q(z|x) = N(mean, exp(logvar)); the
+decoder maps a latent back to the parameters of p(x|z):
+
+- ``bernoulli``: per-pixel logits over the [0, 1] intensity (x + 1) / 2, for binary-ish data
+  (MNIST). With grey-level targets this is the summed binary cross-entropy of the classic VAE.
+- ``gaussian``: per-pixel means on the [-1, 1] scale with one standard deviation sigma, either
+  fixed or learned (a single shared log sigma, the "optimal sigma" of Rybkin et al. 2021).
+
+Beta weights the KL term (Higgins et al. 2017); the conditional VAE (Sohn et al. 2015) gives the
+label to both networks (one-hot maps as extra encoder channels, one-hot vector beside z). Built for
+any resolution ``start * 2**k`` with start in {4, 7} (28, 32, 64, 128), grey or RGB. The ELBO
+itself lives in :mod:`atelier.objectives.vae`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from atelier.models.latents import label_weights, normal_latents
+from atelier.models.layers import start_size
+from atelier.pretrained import PretrainedMixin
+from atelier.registry import register_model
+
+LIKELIHOODS = ("bernoulli", "gaussian")
+
+
+@dataclass
+class VAEConfig:
+    resolution: int = 28
+    channels: int = 1
+    latent_dim: int = 32
+    width: int = 32  # channels of the first encoder stage (the last decoder stage); doubled per halving
+    max_width_mult: int = 8
+    hidden: int = 512  # fully connected layer between the conv stack and the latent (0: none)
+    num_classes: int = 0  # 0: unconditional
+    likelihood: str = "bernoulli"  # bernoulli | gaussian
+    learn_sigma: bool = True  # gaussian: learn the shared sigma (else it stays at ``sigma``)
+    sigma: float = 0.1  # gaussian: initial / fixed standard deviation on the [-1, 1] scale
+    beta: float = 1.0  # weight of the KL term (beta-VAE when > 1)
+    kl_warmup_steps: int = 0  # KL weight ramps linearly from 0 to beta over these training steps
+    binarize: bool = False  # bernoulli: train on stochastically binarised pixels (as in the NLL literature)
+
+    def __post_init__(self) -> None:
+        start_size(self.resolution)
+        if self.channels not in (1, 3):
+            raise ValueError(f"channels must be 1 or 3, got {self.channels}")
+        if self.likelihood not in LIKELIHOODS:
+            raise ValueError(f"likelihood must be one of {LIKELIHOODS}, got {self.likelihood!r}")
+        if self.binarize and self.likelihood != "bernoulli":
+            raise ValueError("binarize needs the bernoulli likelihood")
+        for name in ("latent_dim", "width"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.beta < 0 or self.sigma <= 0 or self.kl_warmup_steps < 0 or self.hidden < 0:
+            raise ValueError("beta, kl_warmup_steps and hidden must be >= 0 and sigma > 0")
+
+    def widths(self) -> list[int]:
+        """Encoder channels per stage, largest feature map first: [w, 2w] at 28 px, [w, 2w, 4w, 8w] at 64."""
+        _, n = start_size(self.resolution)
+        return [self.width * min(2**i, self.max_width_mult) for i in range(n)]
+
+
+def _down(c_in: int, c_out: int) -> nn.Sequential:
+    """(B, c_in, H, W) -> (B, c_out, H/2, W/2): strided conv, then a 3x3 conv at the new size."""
+    return nn.Sequential(nn.Conv2d(c_in, c_out, 4, 2, 1), nn.SiLU(), nn.Conv2d(c_out, c_out, 3, 1, 1), nn.SiLU())
+
+
+def _up(c_in: int, c_out: int, last: bool = False) -> nn.Sequential:
+    """(B, c_in, H, W) -> (B, c_out, 2H, 2W): a 3x3 conv, then a transposed conv that doubles the size."""
+    layers: list[nn.Module] = [nn.Conv2d(c_in, c_in, 3, 1, 1), nn.SiLU(), nn.ConvTranspose2d(c_in, c_out, 4, 2, 1)]
+    return nn.Sequential(*layers) if last else nn.Sequential(*layers, nn.SiLU())
+
+
+class Encoder(nn.Module):
+    def __init__(self, cfg: VAEConfig) -> None:
+        super().__init__()
+        start, _ = start_size(cfg.resolution)
+        widths = cfg.widths()
+        self.num_classes = cfg.num_classes
+        c_in = cfg.channels + cfg.num_classes  # one-hot label maps ride along as channels
+        # (B, C [+K], R, R) -> (B, widths[-1], start, start)
+        self.convs = nn.Sequential(*[_down(a, b) for a, b in zip([c_in] + widths[:-1], widths)])
+        flat = widths[-1] * start * start
+        self.fc = nn.Sequential(nn.Flatten(), nn.Linear(flat, cfg.hidden), nn.SiLU()) if cfg.hidden else nn.Flatten()
+        # -> (B, 2 * latent): mean and log-variance
+        self.to_posterior = nn.Linear(cfg.hidden or flat, 2 * cfg.latent_dim)
+
+    def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.num_classes:
+            if labels is None:
+                raise ValueError("this VAE is class-conditional: pass labels")
+            onehot = label_weights(labels, self.num_classes).to(x.dtype)
+            x = torch.cat([x, onehot[:, :, None, None].expand(-1, -1, *x.shape[2:])], dim=1)
+        mean, logvar = self.to_posterior(self.fc(self.convs(x))).chunk(2, dim=1)
+        return mean, logvar.clamp(-30.0, 20.0)  # keeps exp(logvar) finite in low precision
+
+
+class Decoder(nn.Module):
+    def __init__(self, cfg: VAEConfig) -> None:
+        super().__init__()
+        start, _ = start_size(cfg.resolution)
+        widths = cfg.widths()[::-1]  # smallest feature map first
+        self.num_classes, self.start, self.top = cfg.num_classes, start, widths[0]
+        z_in = cfg.latent_dim + cfg.num_classes
+        flat = widths[0] * start * start
+        # (B, z_in) -> (B, widths[0], start, start)
+        layers: list[nn.Module] = [nn.Linear(z_in, cfg.hidden), nn.SiLU(), nn.Linear(cfg.hidden, flat)] if cfg.hidden \
+            else [nn.Linear(z_in, flat)]
+        self.fc = nn.Sequential(*layers, nn.SiLU())
+        outs = widths[1:] + [cfg.channels]
+        # each stage doubles the size; the last one outputs the likelihood's per-pixel parameter
+        self.convs = nn.Sequential(*[_up(a, b, last=i == len(outs) - 1) for i, (a, b) in enumerate(zip(widths, outs))])
+
+    def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        if self.num_classes:
+            if labels is None:
+                raise ValueError("this VAE is class-conditional: pass labels")
+            z = torch.cat([z, label_weights(labels, self.num_classes).to(z.dtype)], dim=1)
+        h = self.fc(z).view(z.shape[0], self.top, self.start, self.start)
+        return self.convs(h)
+
+
+class VAE(PretrainedMixin, nn.Module):
+    """Encoder, decoder and (Gaussian likelihood) the log standard deviation of p(x|z)."""
+
+    family = "vae"
+    config_class = VAEConfig
+
+    def __init__(self, config: VAEConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.encoder = Encoder(config)
+        self.decoder = Decoder(config)
+        log_sigma = torch.tensor(math.log(config.sigma))
+        self.log_sigma = nn.Parameter(log_sigma, requires_grad=config.learn_sigma and config.likelihood == "gaussian")
+
+    @property
+    def conditional(self) -> bool:
+        return self.config.num_classes > 0
+
+    def encode(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Images in [-1, 1] (B, C, R, R) -> posterior mean and log-variance, (B, latent) each."""
+        return self.encoder(x, labels)
+
+    def decode(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """Latents (B, latent) -> the likelihood's per-pixel parameter (B, C, R, R): logits or means."""
+        return self.decoder(z, labels)
+
+    def to_image(self, params: torch.Tensor) -> torch.Tensor:
+        """The mean of p(x|z) as an image in [-1, 1]."""
+        if self.config.likelihood == "bernoulli":
+            return torch.sigmoid(params.float()) * 2 - 1
+        return params.float().clamp(-1.0, 1.0)
+
+    @staticmethod
+    def reparameterize(mean: torch.Tensor, logvar: torch.Tensor, *, generator: torch.Generator | None = None) -> torch.Tensor:
+        """z = mean + exp(logvar / 2) * eps, eps ~ N(0, I): differentiable in mean and logvar."""
+        eps = torch.randn(mean.shape, generator=generator, dtype=torch.float32).to(mean.device, mean.dtype)
+        return mean + torch.exp(0.5 * logvar) * eps
+
+    def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None, *,
+                generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        mean, logvar = self.encode(x, labels)
+        z = self.reparameterize(mean, logvar, generator=generator)
+        return {"params": self.decode(z, labels), "mean": mean, "logvar": logvar, "z": z}
+
+    # -- the generative interface shared with the GAN (atelier.creative relies on it) ----------
+    def sample_latents(self, n: int, *, generator: torch.Generator | None = None,
+                       truncation: float | None = None) -> torch.Tensor:
+        return normal_latents(n, self.config.latent_dim, generator=generator, truncation=truncation)
+
+    def default_labels(self, n: int) -> torch.Tensor | None:
+        return torch.arange(n) % self.config.num_classes if self.conditional else None
+
+    def _check_labels(self, labels, n: int) -> torch.Tensor | None:
+        if isinstance(labels, int):
+            labels = torch.full((n,), labels, dtype=torch.long)
+        if self.conditional:
+            labels = self.default_labels(n) if labels is None else labels
+            label_weights(labels, self.config.num_classes)  # validates the range
+            return labels
+        if labels is not None:
+            raise ValueError("this VAE is not class-conditional: it takes no labels")
+        return None
+
+    @torch.no_grad()
+    def generate(self, z: torch.Tensor, labels: torch.Tensor | None = None, *, use_ema: bool = True,
+                 batch_size: int = 256) -> torch.Tensor:
+        """Decode latents (N, latent) to images (N, C, R, R) in [-1, 1]: the decoder means, eval mode.
+        ``use_ema`` is accepted for interface parity with the GAN (a VAE keeps no EMA copy)."""
+        labels = self._check_labels(labels, z.shape[0])
+        was_training = self.training
+        self.eval()
+        device = self.log_sigma.device
+        out = []
+        for i in range(0, z.shape[0], batch_size):
+            lab = labels[i : i + batch_size].to(device) if labels is not None else None
+            out.append(self.to_image(self.decode(z[i : i + batch_size].to(device), lab)).cpu())
+        self.train(was_training)
+        return torch.cat(out) if out else torch.empty(0, self.config.channels, *(2 * [self.config.resolution]))
+
+    def sample(self, n: int, *, labels: torch.Tensor | int | None = None, generator: torch.Generator | None = None,
+               truncation: float | None = None, use_ema: bool = True) -> torch.Tensor:
+        """``n`` prior samples (decoder means) in [-1, 1]; ``labels`` as for the GAN."""
+        z = self.sample_latents(n, generator=generator, truncation=truncation)
+        return self.generate(z, self._check_labels(labels, n))
+
+    @torch.no_grad()
+    def encode_images(self, images: torch.Tensor, labels: torch.Tensor | None = None, *,
+                      batch_size: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+        """Posterior (mean, logvar) of uint8 or [-1, 1] images, eval mode, batched, on CPU."""
+        if self.conditional and labels is None:
+            raise ValueError("this VAE is class-conditional: pass the images' labels to encode them")
+        labels = self._check_labels(labels, images.shape[0])
+        was_training = self.training
+        self.eval()
+        device = self.log_sigma.device
+        means, logvars = [], []
+        for i in range(0, images.shape[0], batch_size):
+            x = images[i : i + batch_size]
+            x = x.float().div(127.5).sub(1.0) if x.dtype == torch.uint8 else x.float()
+            lab = labels[i : i + batch_size].to(device) if labels is not None else None
+            m, lv = self.encode(x.to(device), lab)
+            means.append(m.float().cpu())
+            logvars.append(lv.float().cpu())
+        self.train(was_training)
+        return torch.cat(means), torch.cat(logvars)
+
+    def reconstruct(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """Decoder means of the posterior means: the usual deterministic reconstruction, in [-1, 1]."""
+        mean, _ = self.encode_images(images, labels)
+        return self.generate(mean, labels)
+
+
+@register_model("vae")
+def vae(**kwargs) -> VAE:
+    """A configurable convolutional VAE; keyword arguments are the fields of :class:`VAEConfig`."""
+    return VAE(VAEConfig(**kwargs))
+
+
+@register_model("beta-vae")
+def beta_vae(**kwargs) -> VAE:
+    """A beta-VAE for disentangling: beta 4, a 10-d latent, KL warm-up over 2,000 steps."""
+    settings = dict(beta=4.0, latent_dim=10, kl_warmup_steps=2000)
+    settings.update(kwargs)
+    return VAE(VAEConfig(**settings))
