@@ -354,5 +354,9 @@ def test_from_pretrained_rejects_another_family(tmp_path: Path) -> None:
     (out / "config.json").write_text(json.dumps(config))
     with pytest.raises(ValueError, match="vae"):
         GAN.from_pretrained(out)
-    with pytest.raises(ValueError, match="vae"):
+    with pytest.raises(ValueError, match="VAEConfig field"):  # a GAN's config is no VAE's
+        load_pretrained(out)
+    config["model"]["family"] = "flow"
+    (out / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match="unknown model family 'flow'"):
         load_pretrained(out)
