@@ -229,10 +229,13 @@ def test_training_evaluates_and_keeps_the_best_checkpoint(digits_home, tmp_path)
 def test_demo_trains_evaluates_and_writes_its_page(digits_home, tmp_path) -> None:
     from atelier.demo import run_demo
 
-    page = run_demo(tmp_path / "demo", steps=30, progress=False)
+    page = run_demo(tmp_path / "demo", steps=30, vae_steps=20, progress=False)
     html = page.read_text()
     assert "FID" in html and "evaluation/index.html" in html
     metrics = json.loads((tmp_path / "demo" / "evaluation" / "metrics.json").read_text())
     assert metrics["provenance"]["source"].endswith("best") and metrics["fid"] > 0
-    for name in ("samples.png", "per_class.png", "loss_curve.png", "evaluation/nearest.png"):
+    assert "negative ELBO" in html and "vae_traversal.png" in html
+    for name in ("samples.png", "per_class.png", "loss_curve.png", "evaluation/nearest.png", "gan_class_morph.png",
+                 "vae_reconstructions.png", "vae_traversal.png", "vae_interpolation.png", "vae_interpolation.gif",
+                 "vae_samples.png"):
         assert (tmp_path / "demo" / name).is_file()

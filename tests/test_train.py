@@ -359,3 +359,37 @@ def test_short_training_run_measurably_improves_samples(tmp_path: Path) -> None:
     assert fd["trained"] < 0.5 * fd["untrained"]
     assert agreement["trained"] > 0.5
     assert agreement["untrained"] < 0.3  # chance is 0.1: the judge is not fooled by untrained noise
+
+
+def test_lr_schedule_factors_and_validation() -> None:
+    from atelier.train.config import lr_factor
+
+    assert lr_factor(0, 100, "constant") == 1.0 and lr_factor(99, 100, "constant") == 1.0
+    assert lr_factor(0, 100, "cosine") == pytest.approx(1.0)
+    assert lr_factor(50, 100, "cosine") == pytest.approx(0.5)
+    assert lr_factor(100, 100, "cosine") == pytest.approx(0.0, abs=1e-12)
+    assert lr_factor(4, 100, "cosine", warmup_steps=10) == pytest.approx(0.5)  # warm-up first
+    assert lr_factor(10, 110, "cosine", warmup_steps=10) == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="cosine schedule needs"):
+        TrainConfig(minutes=1.0, lr_schedule="cosine")
+    with pytest.raises(ValueError, match="lr_schedule"):
+        TrainConfig(steps=3, lr_schedule="step")
+
+
+def test_cosine_schedule_is_applied_to_the_optimisers(tmp_path) -> None:
+    from atelier.train import DataConfig, train_model
+
+    def run(steps: int, resume: bool = False):
+        cfg = TrainConfig.for_family("vae", steps=steps, lr_schedule="cosine", warmup_steps=2, batch_size=16,
+                                     log_every=2, sample_every=100, checkpoint_every=100, tensorboard=False,
+                                     progress=False, precision="fp32", iw_samples=0)
+        return train_model("vae", data=DataConfig(), train=cfg, out=tmp_path / "run", resume=resume,
+                           model_kwargs={"latent_dim": 4, "width": 4, "hidden": 8})
+
+    run(6)
+    from atelier.train.checkpoint import latest_checkpoint, load_train_state
+
+    state = load_train_state(latest_checkpoint(tmp_path / "run"))
+    group = state["optimizers"]["vae"]["param_groups"][0]
+    assert group["base_lr"] == pytest.approx(1e-3)
+    assert group["lr"] == pytest.approx(1e-3 * 0.5 * (1 + math.cos(math.pi * 3 / 4)))  # the factor at step 5

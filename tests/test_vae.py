@@ -203,3 +203,21 @@ def test_cli_train_vae_then_sample(tmp_path, capsys) -> None:
         assert z["images"].shape == (20, 28, 28, 1) and z["images"].dtype == np.uint8
     assert main(["train", "vae", "--likelihood", "gaussian", "--binarize", "--steps", "1", "--out",
                  str(tmp_path / "bad")]) == 2
+
+
+def test_averaged_networks_are_used_for_inference_and_swapped_back(trained) -> None:
+    _, model = trained
+    raw_encoder = model.encoder
+    differs = any(not torch.equal(a, b) for a, b in zip(model.decoder.parameters(), model.decoder_ema.parameters()))
+    assert differs  # training moved the raw weights away from their average
+    with model.averaged():
+        assert model.encoder is model.encoder_ema
+        with model.averaged():  # nesting is harmless
+            assert model.decoder is model.decoder_ema
+    assert model.encoder is raw_encoder and "encoder" in dict(model.named_children())
+    z = torch.randn(4, model.config.latent_dim)
+    with torch.no_grad():
+        by_ema = model.to_image(model.decoder_ema(z))
+        by_raw = model.to_image(model.decoder(z))
+    torch.testing.assert_close(model.generate(z), by_ema)
+    torch.testing.assert_close(model.generate(z, use_ema=False), by_raw)

@@ -57,6 +57,9 @@ def _add_train(sub, family: str, help_text: str) -> None:
     t.add_argument("--batch-size", type=int, default=None)
     t.add_argument("--lr", type=float, default=None)
     t.add_argument("--lr-d", type=float, default=None)
+    t.add_argument("--lr-schedule", choices=("constant", "cosine"), default=None,
+                   help="cosine decays the learning rate to 0 by the last step (needs --steps or --epochs)")
+    t.add_argument("--warmup-steps", type=int, default=None, help="linear learning-rate warm-up")
     t.add_argument("--ema-decay", type=float, default=None)
     t.add_argument("--seed", type=int, default=None)
     t.add_argument("--precision", choices=("auto", "fp32", "bf16"), default=None,
@@ -83,7 +86,8 @@ def _add_train(sub, family: str, help_text: str) -> None:
     p.set_defaults(func=_cmd_train)
 
 
-_TRAIN_FIELDS = ("steps", "epochs", "minutes", "batch_size", "lr", "lr_d", "ema_decay", "seed", "precision",
+_TRAIN_FIELDS = ("steps", "epochs", "minutes", "batch_size", "lr", "lr_d", "lr_schedule", "warmup_steps", "ema_decay",
+                 "seed", "precision",
                  "channels_last", "compile", "device", "log_every", "sample_every", "checkpoint_every",
                  "eval_every", "eval_n", "eval_split", "tensorboard", "progress", "iw_samples", "iw_images")
 _DATA_FIELDS = {"data": "name", "data_dir": "data_dir", "resolution": "resolution", "channels": "channels",
@@ -136,7 +140,7 @@ def _cmd_sample(args) -> int:
 def _cmd_demo(args) -> int:
     from atelier.demo import run_demo
 
-    steps = {"steps": args.steps} if args.steps is not None else {}
+    steps = {k: getattr(args, k) for k in ("steps", "vae_steps") if getattr(args, k) is not None}
     page = run_demo(args.out, minutes=args.minutes, seed=args.seed, **steps)
     print(f"demo page: {page.resolve()}")
     return 0
@@ -254,12 +258,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("demo", help="train a small conditional GAN on the bundled digits and show it")
     d.add_argument("--out", default="atelier-demo")
-    d.add_argument("--steps", type=int, default=None, help="training steps (default: 3000, about 90 s on 2 cores)")
+    d.add_argument("--steps", type=int, default=None, help="GAN training steps (default: 3000, about 75 s on 2 cores)")
+    d.add_argument("--vae-steps", type=int, default=None, help="VAE training steps (default: 1500, about 30 s)")
     d.add_argument("--minutes", type=float, default=4.0, help="wall-clock cap on training")
     d.add_argument("--seed", type=int, default=0)
     d.set_defaults(func=_cmd_demo)
 
     _add_evaluate(sub)
+    from atelier.cli_explore import add_explore_parser
+
+    add_explore_parser(sub)
 
     m = sub.add_parser("models", help="list registered models")
     m.set_defaults(func=_cmd_models)

@@ -261,14 +261,14 @@ def _cmd_novelty(args) -> int:
 
 
 # -- parser -----------------------------------------------------------------------------------
-def _common(p, *, seed_default: int | None = 0, data: bool = True, split: str = "test") -> None:
+def _common(p, *, seed_help: str | None, seed_default: int | None = 0, split: str = "test") -> None:
     p.add_argument("run", metavar="RUN", help="run directory, checkpoint or saved model")
     p.add_argument("--out", required=True, help="output .png (or a folder to write the default name into)")
-    p.add_argument("--seed", type=int, default=seed_default)
-    if data:
-        p.add_argument("--data", default=None, help="real images: digits | mnist | folder:PATH")
-        p.add_argument("--data-dir", default=None, help="local files for the dataset (e.g. MNIST's IDX files)")
-        p.add_argument("--split", default=split, help="dataset split: train | test | all")
+    if seed_help:
+        p.add_argument("--seed", type=int, default=seed_default, help=seed_help)
+    p.add_argument("--data", default=None, help="real images: digits | mnist | folder:PATH")
+    p.add_argument("--data-dir", default=None, help="local files for the dataset (e.g. MNIST's IDX files)")
+    p.add_argument("--split", default=split, help="dataset split: train | test | all")
 
 
 def add_explore_parser(subparsers) -> argparse.ArgumentParser:
@@ -279,7 +279,7 @@ def add_explore_parser(subparsers) -> argparse.ArgumentParser:
 
     p = sub.add_parser("interpolate", formatter_class=FORMATTER,
                        help="a strip (and GIF) between two seeds, two real images (VAE) or two classes")
-    _common(p)
+    _common(p, seed_help="the latent of --classes")
     which = p.add_mutually_exclusive_group(required=True)
     which.add_argument("--seeds", type=int, nargs=2, metavar=("A", "B"), help="from seed A's latent to seed B's")
     which.add_argument("--images", type=int, nargs=2, metavar=("I", "J"),
@@ -296,7 +296,8 @@ def add_explore_parser(subparsers) -> argparse.ArgumentParser:
 
     p = sub.add_parser("traverse", formatter_class=FORMATTER,
                        help="one row per latent dimension, swept over a range of values")
-    _common(p, seed_default=None)
+    _common(p, seed_default=None, seed_help="base latent: this seed's prior latent instead of zeros "
+            "(also picks the --kl-n images)")
     p.add_argument("--dims", type=_ints, default=None, help="comma-separated dimensions (default: the first "
                    "--max-rows, or with --data on a VAE the highest-KL ones)")
     p.add_argument("--range", type=float, default=3.0, help="sweep each dimension over [-R, R]")
@@ -310,7 +311,7 @@ def add_explore_parser(subparsers) -> argparse.ArgumentParser:
 
     p = sub.add_parser("arithmetic", formatter_class=FORMATTER,
                        help="mean(A) - mean(B) + C on latents: class groups of real images (VAE) or seeds")
-    _common(p)
+    _common(p, seed_help=None)
     p.add_argument("--a", default=None, help="VAE: class (name or index) of group A")
     p.add_argument("--b", default=None, help="VAE: class (name or index) of group B")
     p.add_argument("--c-indices", type=_ints, default=None, help="VAE: dataset indices of the C images")
@@ -324,21 +325,21 @@ def add_explore_parser(subparsers) -> argparse.ArgumentParser:
 
     p = sub.add_parser("reconstruct", formatter_class=FORMATTER,
                        help="VAE: real images above their reconstructions, with MSE / PSNR / SSIM")
-    _common(p)
+    _common(p, seed_help="picks the images")
     p.add_argument("--n", type=int, default=16, help="images (picked at random with --seed)")
     p.add_argument("--nrow", type=int, default=8, help="images per row")
     p.set_defaults(func=_cmd_reconstruct)
 
     p = sub.add_parser("latent-map", formatter_class=FORMATTER,
                        help="VAE: 2-D map of posterior means (PCA or t-SNE) coloured by class")
-    _common(p)
+    _common(p, seed_help="picks the images; t-SNE's random state")
     p.add_argument("--n", type=int, default=2000, help="images (picked at random with --seed)")
     p.add_argument("--method", choices=("pca", "tsne"), default="pca")
     p.set_defaults(func=_cmd_latent_map)
 
     p = sub.add_parser("novelty", formatter_class=FORMATTER,
                        help="samples next to their nearest training images; median distance")
-    _common(p, split="train")
+    _common(p, split="train", seed_help="the samples' latents")
     p.add_argument("--n", type=int, default=64, help="samples to draw")
     p.add_argument("--k", type=int, default=16, help="pairs shown (the closest to the training set)")
     p.add_argument("--label", type=int, default=None, help="class drawn (conditional models; default: all)")

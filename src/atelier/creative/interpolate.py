@@ -69,8 +69,8 @@ def interpolate_images(vae, image_a: torch.Tensor, image_b: torch.Tensor, steps:
     """
     require_encoder(vae, "interpolating between real images")
     pair = _pair_labels(vae, labels)
-    images = as_model_images(vae, torch.stack([torch.as_tensor(image_a), torch.as_tensor(image_b)]),
-                             "image_a and image_b")
+    images = torch.cat([as_model_images(vae, torch.as_tensor(image)[None], name)
+                        for image, name in ((image_a, "image_a"), (image_b, "image_b"))])
     t = positions(steps)
     enc_labels = torch.tensor(pair) if pair is not None else None
     mean, _ = vae.encode_images(images, enc_labels)

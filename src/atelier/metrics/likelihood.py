@@ -21,11 +21,21 @@ def _target(model, x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
     return targets(x, model.config.likelihood, binarize=model.config.binarize, generator=g)
 
 
-@torch.no_grad()
 def vae_likelihood(model, images: torch.Tensor, labels: torch.Tensor | None = None, *, iw_k: int = 100,
-                   iw_n: int = 1000, seed: int = 0, batch_size: int = 500, progress: bool = False) -> dict:
+                   iw_n: int = 1000, seed: int = 0, batch_size: int = 500, progress: bool = False,
+                   use_ema: bool = True) -> dict:
     """Negative ELBO over all ``images`` (uint8) and, with ``iw_k`` > 0, the k-sample importance-weighted
-    NLL over the first ``iw_n`` of them. Returns plain floats with their standard errors."""
+    NLL over the first ``iw_n`` of them, with the averaged (EMA) networks unless ``use_ema=False``.
+    Returns plain floats with their standard errors."""
+    if use_ema and hasattr(model, "averaged"):
+        with model.averaged():
+            return vae_likelihood(model, images, labels, iw_k=iw_k, iw_n=iw_n, seed=seed, batch_size=batch_size,
+                                  progress=progress, use_ema=False)
+    with torch.no_grad():
+        return _likelihood(model, images, labels, iw_k, iw_n, seed, batch_size, progress)
+
+
+def _likelihood(model, images, labels, iw_k, iw_n, seed, batch_size, progress) -> dict:
     was_training = model.training
     model.eval()
     device = model.log_sigma.device

@@ -16,6 +16,8 @@ itself lives in :mod:`atelier.objectives.vae`.
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import math
 from dataclasses import dataclass
 
@@ -127,7 +129,12 @@ class Decoder(nn.Module):
 
 
 class VAE(PretrainedMixin, nn.Module):
-    """Encoder, decoder and (Gaussian likelihood) the log standard deviation of p(x|z)."""
+    """Encoder, decoder, (Gaussian likelihood) the log standard deviation of p(x|z), and exponential
+    moving averages (EMA) of both networks.
+
+    Training updates the raw networks; sampling, encoding, reconstruction and test likelihoods use the
+    averaged ones (as modern VAEs such as NVAE and VDVAE are evaluated), which are smoother than the
+    weights of any single Adam step. ``averaged()`` swaps them in for code that calls ``forward``."""
 
     family = "vae"
     config_class = VAEConfig
@@ -139,6 +146,28 @@ class VAE(PretrainedMixin, nn.Module):
         self.decoder = Decoder(config)
         log_sigma = torch.tensor(math.log(config.sigma))
         self.log_sigma = nn.Parameter(log_sigma, requires_grad=config.learn_sigma and config.likelihood == "gaussian")
+        self.encoder_ema = copy.deepcopy(self.encoder).requires_grad_(False).eval()
+        self.decoder_ema = copy.deepcopy(self.decoder).requires_grad_(False).eval()
+        self._averaged = False
+
+    @contextlib.contextmanager
+    def averaged(self):
+        """Within the block, ``encoder``/``decoder`` are the EMA networks (nested use is fine)."""
+        if self._averaged:
+            yield self
+            return
+        raw = self.encoder, self.decoder
+        self.encoder, self.decoder, self._averaged = self.encoder_ema, self.decoder_ema, True
+        try:
+            yield self
+        finally:
+            self.encoder, self.decoder, self._averaged = raw[0], raw[1], False
+
+    def update_ema(self, decay: float) -> None:
+        from atelier.train.ema import ema_update
+
+        ema_update(self.encoder_ema, self.encoder, decay)
+        ema_update(self.decoder_ema, self.decoder, decay)
 
     @property
     def conditional(self) -> bool:
@@ -192,9 +221,13 @@ class VAE(PretrainedMixin, nn.Module):
     @torch.no_grad()
     def generate(self, z: torch.Tensor, labels: torch.Tensor | None = None, *, use_ema: bool = True,
                  batch_size: int = 256) -> torch.Tensor:
-        """Decode latents (N, latent) to images (N, C, R, R) in [-1, 1]: the decoder means, eval mode.
-        ``use_ema`` is accepted for interface parity with the GAN (a VAE keeps no EMA copy)."""
+        """Decode latents (N, latent) to images (N, C, R, R) in [-1, 1]: the decoder means, eval mode,
+        with the averaged decoder unless ``use_ema=False``."""
         labels = self._check_labels(labels, z.shape[0])
+        with self.averaged() if use_ema else contextlib.nullcontext():
+            return self._generate(z, labels, batch_size)
+
+    def _generate(self, z: torch.Tensor, labels: torch.Tensor | None, batch_size: int) -> torch.Tensor:
         was_training = self.training
         self.eval()
         device = self.log_sigma.device
@@ -209,15 +242,19 @@ class VAE(PretrainedMixin, nn.Module):
                truncation: float | None = None, use_ema: bool = True) -> torch.Tensor:
         """``n`` prior samples (decoder means) in [-1, 1]; ``labels`` as for the GAN."""
         z = self.sample_latents(n, generator=generator, truncation=truncation)
-        return self.generate(z, self._check_labels(labels, n))
+        return self.generate(z, self._check_labels(labels, n), use_ema=use_ema)
 
     @torch.no_grad()
-    def encode_images(self, images: torch.Tensor, labels: torch.Tensor | None = None, *,
+    def encode_images(self, images: torch.Tensor, labels: torch.Tensor | None = None, *, use_ema: bool = True,
                       batch_size: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
-        """Posterior (mean, logvar) of uint8 or [-1, 1] images, eval mode, batched, on CPU."""
+        """Posterior (mean, logvar) of uint8 or [-1, 1] images, eval mode, batched, on CPU (averaged
+        encoder unless ``use_ema=False``)."""
         if self.conditional and labels is None:
             raise ValueError("this VAE is class-conditional: pass the images' labels to encode them")
         labels = self._check_labels(labels, images.shape[0])
+        if use_ema and not self._averaged:
+            with self.averaged():
+                return self.encode_images(images, labels, batch_size=batch_size)
         was_training = self.training
         self.eval()
         device = self.log_sigma.device
@@ -232,10 +269,11 @@ class VAE(PretrainedMixin, nn.Module):
         self.train(was_training)
         return torch.cat(means), torch.cat(logvars)
 
-    def reconstruct(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+    def reconstruct(self, images: torch.Tensor, labels: torch.Tensor | None = None, *,
+                    use_ema: bool = True) -> torch.Tensor:
         """Decoder means of the posterior means: the usual deterministic reconstruction, in [-1, 1]."""
-        mean, _ = self.encode_images(images, labels)
-        return self.generate(mean, labels)
+        mean, _ = self.encode_images(images, labels, use_ema=use_ema)
+        return self.generate(mean, labels, use_ema=use_ema)
 
 
 @register_model("vae")

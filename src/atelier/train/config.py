@@ -8,6 +8,7 @@ from functools import lru_cache
 import torch
 
 PRECISIONS = ("auto", "fp32", "bf16")
+LR_SCHEDULES = ("constant", "cosine")
 
 #: Training defaults that differ by family: the DCGAN recipe (Adam 2e-4, beta1 0.5, batch 64) is the
 #: class default; VAEs train best with plain Adam (1e-3, beta1 0.9) on larger batches.
@@ -40,6 +41,8 @@ class TrainConfig:
     lr: float = 2e-4
     lr_d: float | None = None  # discriminator learning rate for GANs (default: lr)
     betas: tuple[float, float] = (0.5, 0.999)
+    lr_schedule: str = "constant"  # constant | cosine (decays to 0 at the last step; needs steps or epochs)
+    warmup_steps: int = 0  # linear learning-rate warm-up from 0 over these steps
     ema_decay: float = 0.999  # 0 disables averaging (the EMA copy then tracks the raw weights)
     precision: str = "auto"  # auto | fp32 | bf16 (autocast); auto: bf16 where the hardware has it natively
     channels_last: bool = False
@@ -78,6 +81,12 @@ class TrainConfig:
             value = getattr(self, name)
             if value is not None and value <= 0:
                 raise ValueError(f"{name} must be positive, got {value}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
+        if self.lr_schedule == "cosine" and self.steps is None and self.epochs is None:
+            raise ValueError("the cosine schedule needs a known length: give steps or epochs (minutes may cap it)")
+        if self.warmup_steps < 0:
+            raise ValueError(f"warmup_steps must be >= 0, got {self.warmup_steps}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         if not 0.0 <= self.ema_decay < 1.0:
@@ -107,3 +116,17 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     if device.type == "cuda":
         return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
     return "bf16" if device.type == "cpu" and _cpu_has_native_bf16() else "fp32"
+
+
+def lr_factor(step: int, total: int | None, schedule: str, warmup_steps: int = 0) -> float:
+    """Learning-rate multiplier at ``step`` (0-based): linear warm-up, then constant or a cosine decay
+    that reaches 0 at ``total``. A pure function of the step, so resuming needs no scheduler state."""
+    import math
+
+    if warmup_steps and step < warmup_steps:
+        return (step + 1) / warmup_steps
+    if schedule == "constant" or not total:
+        return 1.0
+    progress = min(1.0, (step - warmup_steps) / max(1, total - warmup_steps))
+    return 0.5 * (1.0 + math.cos(math.pi * progress))
+

@@ -177,6 +177,7 @@ class VAEStep:
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        model.update_ema(ema_decay_at(step, self.cfg.ema_decay))
         logs = {"loss": loss.detach(), "neg_elbo": (kl - recon).detach().mean(), "recon_nll": -recon.detach().mean(),
                 "kl": kl.detach().mean(), "beta": torch.tensor(beta)}
         if mc.likelihood == "gaussian":

@@ -30,7 +30,7 @@ from atelier.train.checkpoint import (
     save_checkpoint,
     set_latest,
 )
-from atelier.train.config import TrainConfig
+from atelier.train.config import TrainConfig, lr_factor
 from atelier.train.distributed import DistContext
 from atelier.train.steps import TrainStep
 
@@ -123,6 +123,7 @@ class Trainer:
         last_saved = self.step if resume else -1
         try:
             while (total is None or self.step < total) and (deadline is None or time.monotonic() < deadline):
+                self._set_lr(total)
                 logs = self.step_fn.train_step(self.sampler(self.step), self.step)
                 values = {k: float(v) for k, v in logs.items()}
                 self._check_finite(values)
@@ -173,6 +174,16 @@ class Trainer:
                            self.evaluations)
 
     # -- bookkeeping -------------------------------------------------------------------------
+    def _set_lr(self, total: int | None) -> None:
+        """Scale every optimiser's base learning rate by the schedule's factor for this step."""
+        if self.cfg.lr_schedule == "constant" and not self.cfg.warmup_steps:
+            return
+        factor = lr_factor(self.step, total, self.cfg.lr_schedule, self.cfg.warmup_steps)
+        for opt in self.step_fn.optimizers.values():
+            for group in opt.param_groups:
+                group.setdefault("base_lr", group["lr"])
+                group["lr"] = group["base_lr"] * factor
+
     def _check_finite(self, values: dict[str, float]) -> None:
         bad = {k: v for k, v in values.items() if not math.isfinite(v)}
         if bad:
