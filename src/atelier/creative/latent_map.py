@@ -9,7 +9,6 @@ of points; here it is capped at (N - 1) / 3, so small sets still work.
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 import torch
@@ -52,7 +51,7 @@ def plot_latent_map(coords: torch.Tensor, path: str | Path, *, labels: torch.Ten
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from atelier.train.checkpoint import atomic_write_bytes
+    from atelier.report.plots import save_figure
 
     coords = coords.detach().cpu().numpy()
     fig, ax = plt.subplots(figsize=(6.5, 5.5))
@@ -72,12 +71,7 @@ def plot_latent_map(coords: torch.Tensor, path: str | Path, *, labels: torch.Ten
     ax.set_title(title)
     ax.set_xticks([])
     ax.set_yticks([])
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
-    plt.close(fig)
-    atomic_write_bytes(Path(path), buf.getvalue())
-    return Path(path)
+    return save_figure(fig, path)
 
 
 @torch.no_grad()

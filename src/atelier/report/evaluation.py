@@ -3,7 +3,6 @@ neighbours, the distance histogram and every number with how it was computed."""
 
 from __future__ import annotations
 
-import io
 import json
 from pathlib import Path
 
@@ -11,7 +10,8 @@ import torch
 
 from atelier.report.grid import save_grid
 from atelier.report.html import Figure, write_page
-from atelier.train.checkpoint import atomic_write_bytes, atomic_write_json
+from atelier.report.plots import save_figure
+from atelier.train.checkpoint import atomic_write_json
 
 #: What each metric means, for the report's table.
 EXPLAIN = {
@@ -46,7 +46,7 @@ def _histogram(result, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     nov = result.novelty
-    fig, ax = plt.subplots(figsize=(6, 3.2), dpi=110)
+    fig, ax = plt.subplots(figsize=(6, 3.2))
     ax.hist(nov.distances.numpy(), bins=60, alpha=0.6, density=True, label="generated")
     if nov.heldout_distances is not None:
         ax.hist(nov.heldout_distances.numpy(), bins=60, alpha=0.6, density=True, label="real (held out)")
@@ -54,11 +54,7 @@ def _histogram(result, path: Path) -> None:
     ax.set_xlabel("RMS pixel distance to the nearest training image (0..1)")
     ax.set_ylabel("density")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue())
+    save_figure(fig, path, dpi=110)
 
 
 def _fmt(value) -> str:

@@ -34,9 +34,16 @@ def plot_curves(history: list[dict], path: str | Path, *, title: str = "training
         ax.grid(alpha=0.3)
         ax.legend()
     fig.suptitle(title)
+    return save_figure(fig, path)
+
+
+def save_figure(fig, path: str | Path, *, dpi: int = 100) -> Path:
+    """Lay out, write a matplotlib figure as PNG atomically, and close it."""
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
+    fig.savefig(buf, format="png", dpi=dpi)
     plt.close(fig)
     atomic_write_bytes(Path(path), buf.getvalue())
     return Path(path)

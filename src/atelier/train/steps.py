@@ -57,7 +57,31 @@ def prepare(module: nn.Module, cfg: TrainConfig, device: torch.device, dist: Dis
     return torch.compile(wrapped) if cfg.compile else wrapped
 
 
-class GANStep:
+class _GenerativeStep:
+    """What every generative family's step shares: preview grids drawn from ``model.sample`` and a
+    private RNG (``self.rng``) saved with the checkpoint."""
+
+    model: nn.Module
+    rng: torch.Generator
+
+    def preview(self, n: int, seed: int) -> torch.Tensor:
+        return self.model.sample(n, generator=torch.Generator().manual_seed(seed))
+
+    def preview_layout(self) -> int:
+        """Columns of the preview grid: one per class for conditional models."""
+        return self.model.config.num_classes if self.model.conditional else 8
+
+    def preview_count(self) -> int:
+        return 8 * self.preview_layout()
+
+    def state_dict(self) -> dict:
+        return {"rng": self.rng.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.rng.set_state(state["rng"])
+
+
+class GANStep(_GenerativeStep):
     """One discriminator update then one generator update per batch (Goodfellow et al. 2014).
 
     The fake batch is generated once: detached for the discriminator update, then scored by the
@@ -127,25 +151,9 @@ class GANStep:
             "d_fake": d_fake.detach().float().mean(),
         }
 
-    def preview(self, n: int, seed: int) -> torch.Tensor:
-        g = torch.Generator().manual_seed(seed)
-        return self.model.sample(n, generator=g)
-
-    def preview_layout(self) -> int:
-        """Columns of the preview grid: one per class for conditional models."""
-        return self.model.config.num_classes if self.model.conditional else 8
-
-    def preview_count(self) -> int:
-        return 8 * self.preview_layout()
-
-    def state_dict(self) -> dict:
-        return {"rng": self.rng.get_state()}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.rng.set_state(state["rng"])
 
 
-class VAEStep:
+class VAEStep(_GenerativeStep):
     """One Adam step on the beta-weighted negative ELBO (mean over the batch, nats per image).
 
     Logs the unweighted terms too, so runs with different beta or warm-up compare on one scale:
@@ -184,20 +192,6 @@ class VAEStep:
             logs["sigma"] = model.log_sigma.detach().exp()
         return logs
 
-    def preview(self, n: int, seed: int) -> torch.Tensor:
-        return self.model.sample(n, generator=torch.Generator().manual_seed(seed))
-
-    def preview_layout(self) -> int:
-        return self.model.config.num_classes if self.model.conditional else 8
-
-    def preview_count(self) -> int:
-        return 8 * self.preview_layout()
-
-    def state_dict(self) -> dict:
-        return {"rng": self.rng.get_state()}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.rng.set_state(state["rng"])
 
 
 FAMILY_STEPS = {"gan": GANStep, "vae": VAEStep}
