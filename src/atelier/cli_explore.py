@@ -208,15 +208,21 @@ def _cmd_arithmetic(args) -> int:
     return 0
 
 
-def _cmd_reconstruct(args) -> int:
+def _encoder_and_data(args, what: str):
+    """(a model with an encoder, the --data dataset, a seeded subset of --n indices)."""
     from atelier.creative.latent import require_encoder
+
+    model = _load_model(args)
+    require_encoder(model, what)
+    dataset = _load_data(model, args, what)
+    return model, dataset, _subset(dataset, args.n, args.seed)
+
+
+def _cmd_reconstruct(args) -> int:
     from atelier.creative.reconstruct import reconstruction_grid
     from atelier.report.grid import save_grid
 
-    model = _load_model(args)
-    require_encoder(model, "reconstruction")
-    dataset = _load_data(model, args, "reconstruction")
-    pick = _subset(dataset, args.n, args.seed)
+    model, dataset, pick = _encoder_and_data(args, "reconstruction")
     grid, metrics = reconstruction_grid(model, dataset.images[pick], _labels_for(model, dataset, pick), nrow=args.nrow)
     out = _png_out(args.out, "reconstructions.png")
     save_grid(grid, out, nrow=min(args.nrow, len(pick)))
@@ -227,13 +233,9 @@ def _cmd_reconstruct(args) -> int:
 
 
 def _cmd_latent_map(args) -> int:
-    from atelier.creative.latent import require_encoder
     from atelier.creative.latent_map import latent_map
 
-    model = _load_model(args)
-    require_encoder(model, "a latent map")
-    dataset = _load_data(model, args, "a latent map")
-    pick = _subset(dataset, args.n, args.seed)
+    model, dataset, pick = _encoder_and_data(args, "a latent map")
     labels = dataset.labels[pick] if dataset.labels is not None else None
     out = _png_out(args.out, f"latent_map_{args.method}.png")
     coords = latent_map(model, dataset.images[pick], _labels_for(model, dataset, pick), method=args.method,
