@@ -221,3 +221,32 @@ def test_averaged_networks_are_used_for_inference_and_swapped_back(trained) -> N
         by_raw = model.to_image(model.decoder(z))
     torch.testing.assert_close(model.generate(z), by_ema)
     torch.testing.assert_close(model.generate(z, use_ema=False), by_raw)
+
+
+# -- the VampPrior ------------------------------------------------------------------------------------
+def test_vamp_prior_is_a_normalised_mixture_of_pseudo_input_posteriors() -> None:
+    m = tiny(prior="vamp", vamp_components=3, latent_dim=1)
+    with torch.no_grad():
+        mean, logvar = m.prior_components()  # (3, 1) each
+        grid = torch.linspace(-30, 30, 60001).unsqueeze(1)
+        density = m.log_prior(grid).exp()
+    assert density.sum().item() * (60 / 60000) == pytest.approx(1.0, abs=1e-3)  # integrates to 1
+    z = torch.tensor([[0.3]])
+    by_hand = sum(math.exp(-0.5 * ((0.3 - mu) ** 2 / math.exp(lv) + lv + math.log(2 * math.pi)))
+                  for mu, lv in zip(mean[:, 0].tolist(), logvar[:, 0].tolist())) / 3
+    assert m.log_prior(z).exp().item() == pytest.approx(by_hand, rel=1e-5)
+
+
+def test_vamp_prior_samples_come_from_its_components_and_training_runs(tmp_path) -> None:
+    m = tiny(prior="vamp", vamp_components=1, latent_dim=2)
+    with torch.no_grad(), m.averaged():
+        mean, logvar = m.prior_components()
+    z = m.sample_latents(50_000, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(z.mean(0), mean[0], atol=0.03, rtol=0)
+    torch.testing.assert_close(z.var(0), logvar[0].exp(), atol=0, rtol=0.05)
+    assert tiny().kl_term(torch.ones(2, 4), torch.zeros(2, 4), torch.zeros(2, 4)).tolist() == [2.0, 2.0]  # exact KL
+    with pytest.raises(ValueError, match="VampPrior"):
+        VAEConfig(prior="vamp", num_classes=10)
+    result = quick_train(tmp_path, 20, out="vamp", prior="vamp", vamp_components=5)
+    assert math.isfinite(result.metrics["test_neg_elbo_nats"]) and math.isfinite(result.metrics["test_iw_nll_nats"])
+    assert load_pretrained(result.run_dir).sample(4).shape == (4, 1, 28, 28)

@@ -28,13 +28,16 @@ def _model_args(p, family: str) -> None:
         m.add_argument("--binarize", action="store_true", default=None,
                        help="bernoulli: train and test on binarised pixels (comparable with published NLLs)")
         m.add_argument("--sigma", type=float, default=None, help="gaussian: initial (or fixed) pixel std on [-1, 1]")
+        m.add_argument("--prior", choices=("normal", "vamp"), default=None,
+                       help="normal: N(0, I) (default); vamp: VampPrior over learned pseudo-inputs")
+        m.add_argument("--vamp-components", type=int, default=None, help="VampPrior pseudo-inputs (default: 100)")
         m.add_argument("--fixed-sigma", dest="learn_sigma", action="store_false", default=None,
                        help="gaussian: keep sigma fixed instead of learning it")
 
 
 _MODEL_FIELDS = {"gan": ("latent_dim", "g_width", "d_width", "d_norm", "loss"),
                  "vae": ("latent_dim", "width", "hidden", "likelihood", "beta", "kl_warmup_steps", "binarize", "sigma",
-                         "learn_sigma")}
+                         "learn_sigma", "prior", "vamp_components")}
 _DEFAULT_MODEL = {"gan": "dcgan", "vae": "vae"}
 
 

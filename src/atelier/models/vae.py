@@ -8,7 +8,9 @@ decoder maps a latent back to the parameters of p(x|z):
 - ``gaussian``: per-pixel means on the [-1, 1] scale with one standard deviation sigma, either
   fixed or learned (a single shared log sigma, the "optimal sigma" of Rybkin et al. 2021).
 
-Beta weights the KL term (Higgins et al. 2017); the conditional VAE (Sohn et al. 2015) gives the
+The prior is N(0, I), or the VampPrior (Tomczak & Welling 2018): an equal mixture of the encoder's
+posteriors for K learned pseudo-inputs, which closes the gap between prior and aggregate posterior
+that leaves "holes" where N(0, I) samples decode badly. Beta weights the KL term (Higgins et al. 2017); the conditional VAE (Sohn et al. 2015) gives the
 label to both networks (one-hot maps as extra encoder channels, one-hot vector beside z). Built for
 any resolution ``start * 2**k`` with start in {4, 7} (28, 32, 64, 128), grey or RGB. The ELBO
 itself lives in :mod:`atelier.objectives.vae`.
@@ -30,6 +32,7 @@ from atelier.pretrained import PretrainedMixin
 from atelier.registry import register_model
 
 LIKELIHOODS = ("bernoulli", "gaussian")
+PRIORS = ("normal", "vamp")
 
 
 @dataclass
@@ -47,6 +50,8 @@ class VAEConfig:
     beta: float = 1.0  # weight of the KL term (beta-VAE when > 1)
     kl_warmup_steps: int = 0  # KL weight ramps linearly from 0 to beta over these training steps
     binarize: bool = False  # bernoulli: train on stochastically binarised pixels (as in the NLL literature)
+    prior: str = "normal"  # normal: N(0, I) | vamp: VampPrior, a mixture of posteriors of learned pseudo-inputs
+    vamp_components: int = 100  # vamp: number of pseudo-inputs (mixture components)
 
     def __post_init__(self) -> None:
         start_size(self.resolution)
@@ -54,6 +59,10 @@ class VAEConfig:
             raise ValueError(f"channels must be 1 or 3, got {self.channels}")
         if self.likelihood not in LIKELIHOODS:
             raise ValueError(f"likelihood must be one of {LIKELIHOODS}, got {self.likelihood!r}")
+        if self.prior not in PRIORS:
+            raise ValueError(f"prior must be one of {PRIORS}, got {self.prior!r}")
+        if self.prior == "vamp" and (self.num_classes or self.vamp_components < 1):
+            raise ValueError("the VampPrior needs vamp_components >= 1 and an unconditional VAE")
         if self.binarize and self.likelihood != "bernoulli":
             raise ValueError("binarize needs the bernoulli likelihood")
         for name in ("latent_dim", "width"):
@@ -146,6 +155,9 @@ class VAE(PretrainedMixin, nn.Module):
         self.decoder = Decoder(config)
         log_sigma = torch.tensor(math.log(config.sigma))
         self.log_sigma = nn.Parameter(log_sigma, requires_grad=config.learn_sigma and config.likelihood == "gaussian")
+        if config.prior == "vamp":  # pseudo-inputs, kept in [-1, 1] by a tanh
+            shape = (config.vamp_components, config.channels, config.resolution, config.resolution)
+            self.pseudo_inputs = nn.Parameter(torch.randn(shape) * 0.1)
         self.encoder_ema = copy.deepcopy(self.encoder).requires_grad_(False).eval()
         self.decoder_ema = copy.deepcopy(self.decoder).requires_grad_(False).eval()
         self._averaged = False
@@ -199,10 +211,42 @@ class VAE(PretrainedMixin, nn.Module):
         z = self.reparameterize(mean, logvar, generator=generator)
         return {"params": self.decode(z, labels), "mean": mean, "logvar": logvar, "z": z}
 
+    # -- the prior -------------------------------------------------------------------------------
+    def prior_components(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """VampPrior: the (K, latent) means and log-variances of the encoder's posteriors of the pseudo-inputs."""
+        return self.encoder(torch.tanh(self.pseudo_inputs))
+
+    def log_prior(self, z: torch.Tensor) -> torch.Tensor:
+        """log p(z) summed over the last dimension: (..., latent) -> (...)."""
+        from atelier.objectives.vae import log_normal
+
+        if self.config.prior == "normal":
+            return log_normal(z.float())
+        mean, logvar = (t.float() for t in self.prior_components())  # (K, D)
+        per_component = log_normal(z.float().unsqueeze(-2), mean, logvar)  # (..., K)
+        return torch.logsumexp(per_component, dim=-1) - math.log(mean.shape[0])
+
+    def kl_term(self, mean: torch.Tensor, logvar: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """KL(q(z|x) || p(z)) per image: exact for N(0, I); the one-sample estimate
+        log q(z|x) - log p(z) at the posterior sample ``z`` for the VampPrior."""
+        from atelier.objectives.vae import kl_standard_normal, log_normal
+
+        if self.config.prior == "normal":
+            return kl_standard_normal(mean, logvar)
+        return log_normal(z.float(), mean.float(), logvar.float()) - self.log_prior(z)
+
     # -- the generative interface shared with the GAN (atelier.creative relies on it) ----------
     def sample_latents(self, n: int, *, generator: torch.Generator | None = None,
                        truncation: float | None = None) -> torch.Tensor:
-        return normal_latents(n, self.config.latent_dim, generator=generator, truncation=truncation)
+        """Prior draws (n, latent) on CPU. VampPrior: a component per draw, then its Gaussian
+        (``truncation`` then applies to the standardised noise); uses the averaged encoder."""
+        eps = normal_latents(n, self.config.latent_dim, generator=generator, truncation=truncation)
+        if self.config.prior == "normal":
+            return eps
+        which = torch.randint(self.config.vamp_components, (n,), generator=generator)
+        with torch.no_grad(), self.averaged():
+            mean, logvar = (t.float().cpu() for t in self.prior_components())
+        return mean[which] + torch.exp(0.5 * logvar[which]) * eps
 
     def default_labels(self, n: int) -> torch.Tensor | None:
         return torch.arange(n) % self.config.num_classes if self.conditional else None

@@ -72,7 +72,8 @@ def elbo_terms(model, x: torch.Tensor, labels: torch.Tensor | None = None, *, be
     out = model(x, labels, generator=generator)
     t = targets(x, cfg.likelihood) if target is None else target
     recon = log_likelihood(out["params"], t, cfg.likelihood, model.log_sigma)
-    kl = kl_standard_normal(out["mean"], out["logvar"])
+    kl = model.kl_term(out["mean"], out["logvar"], out["z"]) if hasattr(model, "kl_term") else \
+        kl_standard_normal(out["mean"], out["logvar"])
     return {"recon": recon, "kl": kl, "elbo": recon - kl, "loss": beta * kl - recon}
 
 
@@ -97,6 +98,7 @@ def importance_weighted_bound(model, x: torch.Tensor, labels: torch.Tensor | Non
         params = model.decode(flat, lab).float()
         rep = t.unsqueeze(0).expand(m, *t.shape).reshape(-1, *t.shape[1:])
         ll = log_likelihood(params, rep, cfg.likelihood, model.log_sigma).view(m, -1)
-        log_w.append(ll + log_normal(z) - log_normal(z, mean, logvar))
+        log_prior = model.log_prior(z) if hasattr(model, "log_prior") else log_normal(z)
+        log_w.append(ll + log_prior - log_normal(z, mean, logvar))
     log_w = torch.cat(log_w)  # (k, B)
     return torch.logsumexp(log_w, 0) - math.log(k)

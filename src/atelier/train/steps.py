@@ -19,7 +19,7 @@ from torch import nn
 from atelier.models.gan import GAN
 from atelier.models.vae import VAE
 from atelier.objectives.gan import discriminator_loss, generator_loss
-from atelier.objectives.vae import kl_standard_normal, kl_weight, log_likelihood, targets
+from atelier.objectives.vae import kl_weight, log_likelihood, targets
 from atelier.train.batches import Batch
 from atelier.train.config import TrainConfig, resolve_precision
 from atelier.train.distributed import DistContext
@@ -179,7 +179,7 @@ class VAEStep(_GenerativeStep):
         with autocast(self.cfg, self.device):
             out = self.net(x, labels, generator=self.rng)
         recon = log_likelihood(out["params"], target, mc.likelihood, model.log_sigma)
-        kl = kl_standard_normal(out["mean"], out["logvar"])
+        kl = model.kl_term(out["mean"], out["logvar"], out["z"])
         loss = (beta * kl - recon).mean()
         opt = self.optimizers["vae"]
         opt.zero_grad(set_to_none=True)
