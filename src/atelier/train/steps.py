@@ -64,6 +64,15 @@ class _GenerativeStep:
     model: nn.Module
     rng: torch.Generator
 
+    def _setup(self, model: nn.Module, cfg: TrainConfig, device: torch.device,
+               dist: DistContext | None) -> DistContext:
+        """Keep model, config and device; move the model (channels-last if asked); return the DistContext."""
+        self.model, self.cfg, self.device = model, cfg, device
+        model.to(device)
+        if cfg.channels_last:
+            model.to(memory_format=torch.channels_last)
+        return dist or DistContext()
+
     def preview(self, n: int, seed: int) -> torch.Tensor:
         return self.model.sample(n, generator=torch.Generator().manual_seed(seed))
 
@@ -89,11 +98,7 @@ class GANStep(_GenerativeStep):
     """
 
     def __init__(self, model: GAN, cfg: TrainConfig, device: torch.device, dist: DistContext | None = None) -> None:
-        dist = dist or DistContext()
-        self.model, self.cfg, self.device = model, cfg, device
-        model.to(device)
-        if cfg.channels_last:
-            model.to(memory_format=torch.channels_last)
+        dist = self._setup(model, cfg, device, dist)
         self.G = prepare(model.generator, cfg, device, dist)
         self.D = prepare(model.discriminator, cfg, device, dist)
         # The generator's update scores fakes with the bare discriminator: its weights are frozen then,
@@ -160,11 +165,7 @@ class VAEStep(_GenerativeStep):
     ``neg_elbo`` = ``recon_nll`` + ``kl``."""
 
     def __init__(self, model: VAE, cfg: TrainConfig, device: torch.device, dist: DistContext | None = None) -> None:
-        dist = dist or DistContext()
-        self.model, self.cfg, self.device = model, cfg, device
-        model.to(device)
-        if cfg.channels_last:
-            model.to(memory_format=torch.channels_last)
+        dist = self._setup(model, cfg, device, dist)
         self.net = prepare(model, cfg, device, dist)
         params = [p for p in model.parameters() if p.requires_grad]
         self.optimizers = {"vae": make_adam(params, cfg.lr, cfg.betas, device)}
