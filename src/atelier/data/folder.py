@@ -223,3 +223,36 @@ def load_folder(
         name=f"folder:{root.name}:{split}",
         meta={"source": str(root), "split": split, "skipped": len(failures)},
     )
+
+
+def read_image(path: str | os.PathLike, *, size: int | None = None, max_pixels: int | None = MAX_PIXELS) -> torch.Tensor:
+    """One image file -> float (3, H, W) RGB in [0, 1], aspect ratio kept (for style transfer).
+
+    ``size`` resizes so the longer side is ``size`` pixels (LANCZOS). Grey images are repeated to RGB,
+    transparency is composited onto white, EXIF orientation is applied. Unreadable, truncated or
+    oversized files raise :class:`DataError` naming the file.
+    """
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise FileNotFoundError(f"image not found: {p}")
+    try:
+        with _strict_pil(), Image.open(p, formats=_FORMATS) as im:
+            w, h = im.size
+            if max_pixels is not None and w * h > max_pixels:
+                raise DataError(f"declares {w}x{h} pixels, over the limit of {max_pixels:,}")
+            im.load()
+            ImageOps.exif_transpose(im, in_place=True)
+            im = _to_grey_or_rgb(im).convert("RGB")
+            if size is not None:
+                if size < 1:
+                    raise DataError(f"size must be positive, got {size}")
+                scale = size / max(im.size)
+                new = (max(1, round(im.width * scale)), max(1, round(im.height * scale)))
+                if new != im.size:
+                    im = im.resize(new, Image.Resampling.LANCZOS, reducing_gap=3.0)
+            array = np.asarray(im)
+    except DataError as exc:
+        raise DataError(f"{p}: {exc}") from exc
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise DataError(f"{p}: not a readable image ({type(exc).__name__}: {exc})") from exc
+    return torch.from_numpy(array.copy()).permute(2, 0, 1).float() / 255.0
