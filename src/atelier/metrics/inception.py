@@ -38,8 +38,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from atelier.data import DataError, DownloadError, cache_dir, download_file
-from atelier.data.download import sha256_stream
+from atelier.weights import WeightSpec, check_state_dict, locate_weights, read_state_dict
 
 __all__ = [
     "FIDInceptionV3",
@@ -287,26 +286,23 @@ def resize_for_inception(x: torch.Tensor, size: int | tuple[int, int] = 299, mod
 
 # ------------------------------------------------------------------------------------------ weights
 
-
-def _advice(url: str, dest: Path) -> str:
-    return (
+#: The weight file, for :mod:`atelier.weights` (locating, downloading and checking it).
+INCEPTION_SPEC = WeightSpec(
+    filename=INCEPTION_FILENAME,
+    url=INCEPTION_URL,
+    sha256=INCEPTION_SHA256,
+    what="InceptionV3 FID weights",
+    url_env=URL_ENV,
+    purpose=(
         f"FID needs the InceptionV3 FID weights ({INCEPTION_FILENAME}, ported from TensorFlow's "
-        f"2015-12-05 graph). Download it from {url} and put it at {dest}, or pass "
-        f"--inception-weights PATH. Metrics that use a domain-classifier feature extractor work offline "
-        f"without it."
-    )
-
-
-def _verify(path: Path, expected: str) -> None:
-    with open(path, "rb") as f:
-        actual = sha256_stream(f)
-    if actual != expected.lower():
-        raise DataError(
-            f"{path}: not the expected InceptionV3 FID weights: sha256 {actual}, expected {expected}. "
-            f"The file may be damaged or a different conversion; pass verify=False to use deliberately "
-            f"different weights (FID will then not be comparable with published numbers)"
-            + (" or sha256= of your converted file." if path.suffix == ".safetensors" else ".")
-        )
+        f"2015-12-05 graph)."
+    ),
+    hint=(
+        ", or pass --inception-weights PATH. Metrics that use a domain-classifier feature extractor work "
+        "offline without it."
+    ),
+)
+_MISMATCH_NOTE = " (FID will then not be comparable with published numbers)"
 
 
 def inception_weights_path(
@@ -331,46 +327,9 @@ def inception_weights_path(
         DataError: not cached and ``download=False``, the download failed (the message says how to
             supply the file by hand), or the hash does not match.
     """
-    url = url or os.environ.get(URL_ENV) or INCEPTION_URL
-    expected = sha256 or INCEPTION_SHA256
-    if path is not None:
-        p = Path(path).expanduser()
-        if not p.is_file():
-            raise FileNotFoundError(
-                f"InceptionV3 FID weights not found at {p}; expected the file {INCEPTION_FILENAME} "
-                f"(download it from {url})"
-            )
-    else:
-        p = cache_dir() / "weights" / INCEPTION_FILENAME
-        if not p.is_file():
-            if not download:
-                raise DataError(f"{INCEPTION_FILENAME} is not in the cache and download=False. " + _advice(url, p))
-            try:  # download_file checks the hash before the file appears at p
-                return download_file(url, p, sha256=expected if verify else None)
-            except DownloadError as exc:
-                raise DataError(f"could not download {url} ({exc.reason}). " + _advice(url, p)) from exc
-    if verify:
-        _verify(p, expected)
-    return p
-
-
-def _read_state_dict(p: Path) -> dict[str, torch.Tensor]:
-    try:
-        if p.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            state = load_file(str(p), device="cpu")
-        else:
-            state = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as exc:  # unpickling / header errors: name the file, keep the cause
-        raise DataError(f"{p}: cannot read InceptionV3 weights ({type(exc).__name__}: {exc})") from exc
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise DataError(f"{p}: expected a state_dict (a dict of tensors), got {type(state).__name__}")
-    return state
-
-
-def _few(keys: list[str]) -> str:
-    return ", ".join(keys[:4]) + (f" (+{len(keys) - 4} more)" if len(keys) > 4 else "")
+    return locate_weights(
+        INCEPTION_SPEC, path, download=download, url=url, verify=verify, sha256=sha256, note=_MISMATCH_NOTE
+    )
 
 
 def load_inception(
@@ -388,18 +347,10 @@ def load_inception(
     the other arguments are those of :func:`inception_weights_path`.
     """
     p = inception_weights_path(path, download=download, url=url, verify=verify, sha256=sha256)
-    state = _read_state_dict(p)
+    state = read_state_dict(p, what="InceptionV3 weights")
     model = FIDInceptionV3()
-    wanted = model.state_dict()
+    wanted = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     # BatchNorm fills in a missing num_batches_tracked itself (and FID never reads it).
-    missing = [k for k in wanted if k not in state and not k.endswith("num_batches_tracked")]
-    unexpected = [k for k in state if k not in wanted]
-    if missing or unexpected:
-        raise DataError(
-            f"{p}: not an FID InceptionV3 state_dict: missing keys [{_few(missing)}], unexpected keys [{_few(unexpected)}]"
-        )
-    bad = [f"{k} {tuple(v.shape)} != {tuple(wanted[k].shape)}" for k, v in state.items() if v.shape != wanted[k].shape]
-    if bad:
-        raise DataError(f"{p}: wrong tensor shapes for FID InceptionV3: {'; '.join(bad[:4])}")
+    check_state_dict(state, wanted, source=p, what="FID InceptionV3", optional=lambda k: k.endswith("num_batches_tracked"))
     model.load_state_dict(state, strict=True)
     return model.requires_grad_(False).eval().to(device)
