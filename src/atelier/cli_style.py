@@ -108,7 +108,7 @@ def _cmd_stylize(args) -> int:
         from atelier.report.gif import save_gif
 
         frames = torch_cat_final(result.frames, result.image)
-        save_gif(frames, args.gif)
+        save_gif(frames, args.gif, boomerang=False, scale=1, duration_ms=100)
         print(f"wrote {args.gif} ({len(frames)} frames)")
     h, w = result.image.shape[-2:]
     loss = f", loss {result.history[-1]['loss']:.4g}" if result.history else ""
@@ -182,6 +182,33 @@ def _add_stylize(sub) -> None:
 # ------------------------------------------------------------------------------------- style ...
 
 
+def _cmd_style_train(args) -> int:
+    from atelier.models.transformer_net import TransformerNetConfig
+    from atelier.style.fast import FastStyleConfig, train_fast_style
+
+    given = {k: getattr(args, k) for k in (
+        "size", "batch_size", "steps", "epochs", "minutes", "lr", "content_weight", "style_weight", "tv_weight",
+        "content_layers", "style_layers", "style_blend", "style_size", "arch", "precision", "seed")
+        if getattr(args, k) is not None}
+    net = {k: v for k, v in (("width", args.width), ("n_res_blocks", args.res_blocks)) if v is not None}
+    if args.preset or net:
+        given["net"] = TransformerNetConfig.from_preset(args.preset or "fast", **net)
+    if args.content_dir is None:
+        from atelier.data.photos import skimage_data_dir
+
+        content_dir = str(skimage_data_dir())
+        print(f"atelier: training on the photos bundled with scikit-image ({content_dir})")
+    else:
+        content_dir = args.content_dir
+    cfg = FastStyleConfig(style=args.style, content_dir=content_dir, **given)
+    result = train_fast_style(cfg, args.out, resume=args.resume, progress=not args.quiet, weights=args.weights,
+                              download=not args.offline, fallback=not args.no_fallback, device=args.device)
+    print(f"trained {result.steps} steps in {result.seconds:.0f} s with {result.feature_network}; "
+          f"model in {result.model_dir}")
+    print(f"use it: atelier stylize --model {result.model_dir} PHOTO_OR_FOLDER -o OUT_DIR")
+    return 0
+
+
 def _cmd_style_weights(args) -> int:
     from atelier.models.vgg_weights import load_vgg
 
@@ -193,11 +220,41 @@ def _cmd_style_weights(args) -> int:
 def _add_style(sub) -> None:
     p = sub.add_parser("style", help="fast-style training and the VGG weights")
     ssub = p.add_subparsers(dest="style_command", required=True)
-    from atelier.style.fast import add_train_arguments
-
     t = ssub.add_parser("train", formatter_class=FORMATTER,
                         help="train a feed-forward network for one style on a folder of content photos")
-    add_train_arguments(t)
+    t.add_argument("--style", required=True, nargs="+", help="style image(s); several are blended (--style-blend)")
+    t.add_argument("--content-dir", default=None,
+                   help="folder of content photos, searched recursively (default: the photos bundled with "
+                   "scikit-image; real use: COCO or your own photos)")
+    t.add_argument("-o", "--out", required=True, help="model directory (weights, config, checkpoints, previews)")
+    length = t.add_mutually_exclusive_group()
+    length.add_argument("--steps", type=int, default=None, help="optimisation steps (default 2000)")
+    length.add_argument("--epochs", type=float, default=None, help="passes over the content photos")
+    t.add_argument("--minutes", type=float, default=None, help="wall-clock budget (ends at whichever comes first)")
+    t.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
+    t.add_argument("--size", type=int, default=None, help="training crop size (default 256; 128 is 4x cheaper)")
+    t.add_argument("--batch-size", type=int, default=None, help="default 4")
+    t.add_argument("--lr", type=float, default=None)
+    t.add_argument("--content-weight", type=float, default=None)
+    t.add_argument("--style-weight", type=float, default=None)
+    t.add_argument("--tv-weight", type=float, default=None)
+    t.add_argument("--content-layers", type=_layers, default=None, help="default relu2_2 (Johnson et al.)")
+    t.add_argument("--style-layers", type=_layers, default=None, help="default relu1_2,relu2_2,relu3_3,relu4_3")
+    t.add_argument("--style-blend", type=_floats, default=None)
+    t.add_argument("--style-size", type=int, default=None, help="longer side of the style image (default: --size)")
+    t.add_argument("--arch", choices=("vgg16", "vgg19"), default=None, help="loss network (default vgg16)")
+    t.add_argument("--preset", choices=("fast", "johnson"), default=None,
+                   help="transformation network: fast (default, about 10x cheaper) or johnson (the paper's)")
+    t.add_argument("--width", type=int, default=None, help="network channels at full resolution")
+    t.add_argument("--res-blocks", type=int, default=None, help="residual blocks")
+    t.add_argument("--precision", choices=("auto", "fp32", "bf16"), default=None)
+    t.add_argument("--seed", type=int, default=None)
+    t.add_argument("--weights", default=None, help="VGG weight file (else the cache or a download)")
+    t.add_argument("--offline", action="store_true", help="never download the VGG weights")
+    t.add_argument("--no-fallback", action="store_true", help="fail instead of using random features")
+    t.add_argument("--device", default="cpu")
+    t.add_argument("--quiet", action="store_true", help="no progress bar")
+    t.set_defaults(func=_cmd_style_train)
     w = ssub.add_parser("weights", formatter_class=FORMATTER,
                         help="download (or import with --weights) the VGG ImageNet weights into the cache")
     w.add_argument("--arch", choices=("vgg19", "vgg16"), default="vgg19")
