@@ -227,7 +227,8 @@ def _fallback(arch: str, layers, pool: str, seed: int, device, reason: str) -> R
     warnings.warn(
         f"No {name} ImageNet weights: {reason} Using a RANDOM multi-scale feature network (seed {seed}) "
         f"instead: it synthesises textures, but style transfer will look different from, and usually "
-        f"worse than, results with {name}. Pass fallback=False to make this an error.",
+        f"worse than, results with {name}. Get the real weights with `atelier style weights --arch {arch}` "
+        f"(online) or pass --weights PATH; fallback=False (CLI --no-fallback) makes this an error.",
         RandomFallbackWarning,
         stacklevel=3,
     )
