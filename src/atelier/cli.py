@@ -52,6 +52,20 @@ def _add_train(sub, family: str, help_text: str) -> None:
     d.add_argument("--no-verify", dest="verify", action="store_false", default=None,
                    help="skip SHA-256 checks of dataset files")
     _model_args(p, family)
+    t = add_training_args(p)
+    p.add_argument("--config", default=None, help="TOML/JSON file with [data], [model], [train] sections; "
+                   "flags given on the command line override it")
+    p.add_argument("--out", required=True, help="run directory (checkpoints, samples, logs)")
+    p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
+    if family == "vae":
+        t.add_argument("--iw-samples", type=int, default=None, help="k of the importance-weighted test NLL (default: 100)")
+        t.add_argument("--iw-images", type=int, default=None, help="test images for that NLL (default: 1000)")
+    p.set_defaults(func=_cmd_train)
+
+
+def add_training_args(p, *, evaluation: bool = True):
+    """The "training" argument group every ``atelier train <family>`` shares (TrainConfig fields);
+    ``evaluation`` adds the FID/KID flags. Returns the group."""
     t = p.add_argument_group("training")
     length = t.add_mutually_exclusive_group()
     length.add_argument("--steps", type=int, default=None)
@@ -60,8 +74,9 @@ def _add_train(sub, family: str, help_text: str) -> None:
     t.add_argument("--batch-size", type=int, default=None)
     t.add_argument("--lr", type=float, default=None)
     t.add_argument("--lr-d", type=float, default=None)
-    t.add_argument("--lr-schedule", choices=("constant", "cosine"), default=None,
-                   help="cosine decays the learning rate to 0 by the last step (needs --steps or --epochs)")
+    t.add_argument("--lr-schedule", choices=("constant", "cosine", "linear"), default=None,
+                   help="cosine decays the learning rate to 0 by the last step; linear keeps it for the first "
+                   "half, then decays it linearly to 0 (CycleGAN); both need --steps or --epochs")
     t.add_argument("--warmup-steps", type=int, default=None, help="linear learning-rate warm-up")
     t.add_argument("--ema-decay", type=float, default=None)
     t.add_argument("--seed", type=int, default=None)
@@ -73,20 +88,14 @@ def _add_train(sub, family: str, help_text: str) -> None:
     t.add_argument("--log-every", type=int, default=None)
     t.add_argument("--sample-every", type=int, default=None)
     t.add_argument("--checkpoint-every", type=int, default=None)
-    t.add_argument("--eval-every", type=int, default=None,
-                   help="measure FID/KID every K steps and keep checkpoints/best by FID (default: off)")
-    t.add_argument("--eval-n", type=int, default=None, help="images per evaluation (default: 2000)")
-    t.add_argument("--eval-split", default=None, help="real split evaluated against (default: test)")
+    if evaluation:
+        t.add_argument("--eval-every", type=int, default=None,
+                       help="measure FID/KID every K steps and keep checkpoints/best by FID (default: off)")
+        t.add_argument("--eval-n", type=int, default=None, help="images per evaluation (default: 2000)")
+        t.add_argument("--eval-split", default=None, help="real split evaluated against (default: test)")
     t.add_argument("--no-tensorboard", dest="tensorboard", action="store_false", default=None)
     t.add_argument("--no-progress", dest="progress", action="store_false", default=None)
-    p.add_argument("--config", default=None, help="TOML/JSON file with [data], [model], [train] sections; "
-                   "flags given on the command line override it")
-    p.add_argument("--out", required=True, help="run directory (checkpoints, samples, logs)")
-    p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
-    if family == "vae":
-        t.add_argument("--iw-samples", type=int, default=None, help="k of the importance-weighted test NLL (default: 100)")
-        t.add_argument("--iw-images", type=int, default=None, help="test images for that NLL (default: 1000)")
-    p.set_defaults(func=_cmd_train)
+    return t
 
 
 _TRAIN_FIELDS = ("steps", "epochs", "minutes", "batch_size", "lr", "lr_d", "lr_schedule", "warmup_steps", "ema_decay",
@@ -249,6 +258,9 @@ def build_parser() -> argparse.ArgumentParser:
     families = train.add_subparsers(dest="family", required=True)
     _add_train(families, "gan", "train a DCGAN")
     _add_train(families, "vae", "train a (beta-, conditional) convolutional VAE")
+    from atelier.cli_cyclegan import add_cyclegan_parsers
+
+    add_cyclegan_parsers(sub, families)  # train cyclegan, translate, data mnist-domains
 
     s = sub.add_parser("sample", help="draw samples from a trained model")
     s.add_argument("run_dir", help="run directory, checkpoint or saved model")
@@ -271,6 +283,9 @@ def build_parser() -> argparse.ArgumentParser:
     from atelier.cli_explore import add_explore_parser
 
     add_explore_parser(sub)
+    from atelier.cli_style import add_style_parsers
+
+    add_style_parsers(sub)  # stylize, style train, style weights
 
     m = sub.add_parser("models", help="list registered models")
     m.set_defaults(func=_cmd_models)

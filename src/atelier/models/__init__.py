@@ -1,11 +1,12 @@
 """Model families. Importing this package registers every built-in model with :mod:`atelier.registry`."""
 
+from atelier.models.cyclegan import CycleGAN, CycleGANConfig
 from atelier.models.gan import GAN, GANConfig, Discriminator, Generator
 from atelier.models.vae import VAE, VAEConfig
 
-__all__ = ["GAN", "GANConfig", "Discriminator", "Generator", "MODEL_FAMILIES", "VAE", "VAEConfig", "load_pretrained"]
+__all__ = ["CycleGAN", "CycleGANConfig", "GAN", "GANConfig", "Discriminator", "Generator", "MODEL_FAMILIES", "VAE", "VAEConfig", "load_pretrained"]
 
-MODEL_FAMILIES = {"gan": GAN, "vae": VAE}
+MODEL_FAMILIES = {"cyclegan": CycleGAN, "gan": GAN, "vae": VAE}
 
 
 def load_pretrained(path, *, map_location="cpu"):

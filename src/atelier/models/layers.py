@@ -15,12 +15,15 @@ def maybe_spectral(layer: nn.Module, use: bool) -> nn.Module:
 
 
 def norm2d(kind: str, channels: int) -> nn.Module:
-    """The feature normalisation after a conv: batch norm, or nothing (spectral norm acts on weights)."""
+    """The feature normalisation after a conv: batch norm, instance norm (with a learned scale and
+    shift, as in image-to-image networks), or nothing (spectral norm acts on weights)."""
     if kind == "batch":
         return nn.BatchNorm2d(channels)
+    if kind == "instance":
+        return nn.InstanceNorm2d(channels, affine=True)
     if kind in ("none", "spectral"):
         return nn.Identity()
-    raise ValueError(f"unknown norm {kind!r}; choose from {NORMS}")
+    raise ValueError(f"unknown norm {kind!r}; choose from {NORMS + ('instance',)}")
 
 
 def up_block(c_in: int, c_out: int, norm: str) -> nn.Sequential:
@@ -41,6 +44,31 @@ def down_block(c_in: int, c_out: int, norm: str, *, first: bool = False) -> nn.S
         layers.append(nn.BatchNorm2d(c_out))
     layers.append(nn.LeakyReLU(0.2, inplace=True))
     return nn.Sequential(*layers)
+
+
+def conv_norm_relu(c_in: int, c_out: int, kernel: int, norm: str, *, stride: int = 1,
+                   relu: bool = True) -> nn.Sequential:
+    """Reflection-padded conv, norm, ReLU (the unit of ResNet-style image-to-image networks).
+
+    (B, c_in, H, W) -> (B, c_out, H/stride, W/stride)."""
+    conv = nn.Conv2d(c_in, c_out, kernel, stride, kernel // 2, padding_mode="reflect", bias=norm == "none")
+    layers: list[nn.Module] = [conv, norm2d(norm, c_out)]
+    if relu:
+        layers.append(nn.ReLU(inplace=True))
+    return nn.Sequential(*layers)
+
+
+class ResidualBlock(nn.Module):
+    """x + (conv, norm, ReLU, conv, norm)(x) with reflection padding (Johnson et al. 2016; the
+    CycleGAN generator). (B, C, H, W) -> (B, C, H, W)."""
+
+    def __init__(self, channels: int, kernel: int = 3, norm: str = "instance") -> None:
+        super().__init__()
+        self.body = nn.Sequential(conv_norm_relu(channels, channels, kernel, norm),
+                                  conv_norm_relu(channels, channels, kernel, norm, relu=False))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.body(x)
 
 
 @torch.no_grad()

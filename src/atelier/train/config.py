@@ -8,11 +8,14 @@ from functools import lru_cache
 import torch
 
 PRECISIONS = ("auto", "fp32", "bf16")
-LR_SCHEDULES = ("constant", "cosine")
+LR_SCHEDULES = ("constant", "cosine", "linear")
 
 #: Training defaults that differ by family: the DCGAN recipe (Adam 2e-4, beta1 0.5, batch 64) is the
 #: class default; VAEs train best with plain Adam (1e-3, beta1 0.9) on larger batches.
-FAMILY_DEFAULTS: dict[str, dict] = {"gan": {}, "vae": {"lr": 1e-3, "betas": (0.9, 0.999), "batch_size": 128}}
+#: CycleGAN: the paper's Adam 2e-4, beta1 0.5 and linear decay over the second half; batches of 8 rather
+#: than 1 (instance norm makes the batch size harmless, and the CPU far more efficient).
+FAMILY_DEFAULTS: dict[str, dict] = {"gan": {}, "vae": {"lr": 1e-3, "betas": (0.9, 0.999), "batch_size": 128},
+                                    "cyclegan": {"batch_size": 8, "lr_schedule": "linear"}}
 
 
 @dataclass
@@ -41,7 +44,7 @@ class TrainConfig:
     lr: float = 2e-4
     lr_d: float | None = None  # discriminator learning rate for GANs (default: lr)
     betas: tuple[float, float] = (0.5, 0.999)
-    lr_schedule: str = "constant"  # constant | cosine (decays to 0 at the last step; needs steps or epochs)
+    lr_schedule: str = "constant"  # constant | cosine | linear (both decay to 0 at the last step; need steps or epochs)
     warmup_steps: int = 0  # linear learning-rate warm-up from 0 over these steps
     ema_decay: float = 0.999  # 0 disables averaging (the EMA copy then tracks the raw weights)
     precision: str = "auto"  # auto | fp32 | bf16 (autocast); auto: bf16 where the hardware has it natively
@@ -83,8 +86,10 @@ class TrainConfig:
                 raise ValueError(f"{name} must be positive, got {value}")
         if self.lr_schedule not in LR_SCHEDULES:
             raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
-        if self.lr_schedule == "cosine" and self.steps is None and self.epochs is None:
-            raise ValueError("the cosine schedule needs a known length: give steps or epochs (minutes may cap it)")
+        if self.lr_schedule in ("cosine", "linear") and self.steps is None and self.epochs is None \
+                and self.minutes is not None:  # with none of the three the run lasts DEFAULT_EPOCHS
+            raise ValueError(f"the {self.lr_schedule} schedule needs a known length: give steps or epochs "
+                             "(minutes may cap it)")
         if self.warmup_steps < 0:
             raise ValueError(f"warmup_steps must be >= 0, got {self.warmup_steps}")
         if self.precision not in PRECISIONS:
@@ -119,8 +124,9 @@ def resolve_precision(precision: str, device: torch.device) -> str:
 
 
 def lr_factor(step: int, total: int | None, schedule: str, warmup_steps: int = 0) -> float:
-    """Learning-rate multiplier at ``step`` (0-based): linear warm-up, then constant or a cosine decay
-    that reaches 0 at ``total``. A pure function of the step, so resuming needs no scheduler state."""
+    """Learning-rate multiplier at ``step`` (0-based): linear warm-up, then constant, a cosine decay
+    that reaches 0 at ``total``, or ``linear``: constant for the first half, then a straight line to 0
+    at ``total`` (CycleGAN's schedule). A pure function of the step, so resuming needs no scheduler state."""
     import math
 
     if warmup_steps and step < warmup_steps:
@@ -128,5 +134,7 @@ def lr_factor(step: int, total: int | None, schedule: str, warmup_steps: int = 0
     if schedule == "constant" or not total:
         return 1.0
     progress = min(1.0, (step - warmup_steps) / max(1, total - warmup_steps))
+    if schedule == "linear":
+        return min(1.0, 2.0 * (1.0 - progress))
     return 0.5 * (1.0 + math.cos(math.pi * progress))
 

@@ -25,9 +25,11 @@ def saved_run_config(run_dir: str | Path) -> dict[str, Any] | None:
     return load_json(ckpt / "config.json") if ckpt else None
 
 
-def resume_configs(run_dir: str | Path, train_overrides: dict[str, Any]) -> tuple[str, dict, DataConfig, TrainConfig]:
+def resume_configs(run_dir: str | Path, train_overrides: dict[str, Any], *,
+                   data_class: type = DataConfig) -> tuple[str, dict, Any, TrainConfig]:
     """(model name, model config, data config, train config) to continue ``run_dir``; the train
-    config is the saved one with ``train_overrides`` applied (e.g. more steps)."""
+    config is the saved one with ``train_overrides`` applied (e.g. more steps). ``data_class``: the
+    data config's type (:class:`DataConfig`, or e.g. the two-domain config of translation runs)."""
     saved = saved_run_config(run_dir)
     if saved is None:
         raise FileNotFoundError(f"{run_dir}: nothing to resume (no checkpoint found under {run_dir}/checkpoints)")
@@ -36,7 +38,7 @@ def resume_configs(run_dir: str | Path, train_overrides: dict[str, Any]) -> tupl
     if "steps" in train_overrides or "epochs" in train_overrides:  # one length setting replaces the other
         train["epochs" if "steps" in train_overrides else "steps"] = None
     model = saved["model"]
-    return model["name"], model["config"], from_dict(DataConfig, saved["data"]), from_dict(TrainConfig, train)
+    return model["name"], model["config"], from_dict(data_class, saved["data"]), from_dict(TrainConfig, train)
 
 
 def train_model(

@@ -195,4 +195,6 @@ class VAEStep(_GenerativeStep):
 
 
 
-FAMILY_STEPS = {"gan": GANStep, "vae": VAEStep}
+from atelier.train.cyclegan_step import CycleGANStep  # noqa: E402 - it builds on the helpers above
+
+FAMILY_STEPS = {"gan": GANStep, "vae": VAEStep, "cyclegan": CycleGANStep}

@@ -67,15 +67,19 @@ class Trainer:
         device: torch.device,
         dist: DistContext | None = None,
         hooks: list[Hook] | None = None,
+        sampler: Callable[[int], Any] | None = None,
     ) -> None:
+        """``sampler``: the batch at each step, if not a :class:`BatchSampler` over ``dataset`` (e.g. the
+        unpaired two-domain batches of :mod:`atelier.train.unpaired`); it needs ``steps_per_epoch``
+        and ``epoch_of(step)`` too."""
         self.step_fn, self.dataset, self.cfg = step_fn, dataset, cfg
         self.run_dir = Path(run_dir)
         self.run_config = run_config
         self.device = device
         self.dist = dist or DistContext()
         self.hooks = hooks or []
-        self.sampler = BatchSampler(dataset, cfg.batch_size, cfg.seed, device=device, rank=self.dist.rank,
-                                    world_size=self.dist.world_size, channels_last=cfg.channels_last)
+        self.sampler = sampler or BatchSampler(dataset, cfg.batch_size, cfg.seed, device=device, rank=self.dist.rank,
+                                               world_size=self.dist.world_size, channels_last=cfg.channels_last)
         self.step = 0
         self.elapsed = 0.0  # training seconds of earlier sessions of this run
         self._session_start = time.perf_counter()

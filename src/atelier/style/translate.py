@@ -1,0 +1,120 @@
+"""Translation entry points for trained CycleGANs: tensors in, tensors out; or files in, PNG files out.
+
+    >>> model = load_pretrained("runs/thick")
+    >>> out = translate_images(model, images, "a2b")                  # (N, C_b, R, R) in [-1, 1]
+    >>> report = translate_paths(model, "photos/", "translated/")     # keeps the sub-folder structure
+
+Images are brought to the model's input the way its training data was: turned upright, converted to
+its channels (grey <-> RGB), resized so the shorter side is the training resolution (or ``size``)
+and centre-cropped. Unreadable files are named in the report and skipped; every PNG is written
+atomically, so an interruption leaves no half-written file.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from tqdm.auto import tqdm
+
+from atelier.data import DataError, to_float, to_uint8
+from atelier.data.folder import IMAGE_EXTENSIONS, _strict_pil, decode_image, scan_images
+from atelier.data.resize import convert_channels
+
+
+@dataclass
+class TranslationReport:
+    written: list[Path] = field(default_factory=list)
+    failed: list[tuple[Path, str]] = field(default_factory=list)  # (input file, why it was skipped)
+
+
+def translate_images(model, images: torch.Tensor, direction: str = "a2b", *, batch_size: int = 64,
+                     use_ema: bool = True) -> torch.Tensor:
+    """(N, C, H, W) images, uint8 or float in [-1, 1], any channel count -> the model's translation
+    (N, C_out, H, W) float in [-1, 1]. Channels are converted to what ``direction`` expects."""
+    if images.dtype == torch.uint8:
+        images = convert_channels(images, model.input_channels(direction))
+        images = to_float(images)
+    elif images.shape[1] != model.input_channels(direction):
+        images = to_float(convert_channels(to_uint8(images), model.input_channels(direction)))
+    return model.translate(images, direction, batch_size=batch_size, use_ema=use_ema)
+
+
+def _png(image: torch.Tensor) -> bytes:
+    """uint8 (C, H, W) -> PNG bytes (grey or RGB)."""
+    array = image.permute(1, 2, 0).numpy()
+    buffer = io.BytesIO()
+    Image.fromarray(array[..., 0] if array.shape[2] == 1 else np.ascontiguousarray(array)).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def output_paths(inputs: list[Path], root: Path | None, out_dir: Path) -> list[Path]:
+    """``out_dir/<path relative to root>.png`` for each input (root None: just the file name). When
+    names would collide (``a.jpg`` next to ``a.png``), a PNG input keeps its name and the others keep
+    their extension in it: ``a_jpg.png``."""
+    rels = [path.relative_to(root) if root is not None else Path(path.name) for path in inputs]
+    plain = {rel.with_suffix(".png") for rel in rels if rel.suffix.lower() == ".png"}
+    outs = []
+    for rel in rels:
+        target = rel.with_suffix(".png")
+        if rel.suffix.lower() != ".png" and target in plain:
+            target = rel.with_name(f"{rel.stem}_{rel.suffix.lstrip('.').lower()}.png")
+        outs.append(out_dir / target)
+    return outs
+
+
+def translate_paths(model, source: str | os.PathLike, out_dir: str | os.PathLike, *, direction: str = "a2b",
+                    size: int | None = None, batch_size: int = 32, use_ema: bool = True,
+                    progress: bool = False) -> TranslationReport:
+    """Translate an image file, or every image under a folder (recursively), into PNGs under ``out_dir``
+    that keep the folder structure. ``size``: side of the square the images are brought to (default:
+    the model's training resolution; any multiple of 2**n_downsampling works). ``use_ema``: translate
+    with the moving average of the generator weights (default) or the raw weights."""
+    from atelier.train.checkpoint import atomic_write_bytes
+
+    source, out_dir = Path(source).expanduser(), Path(out_dir).expanduser()
+    size = size or model.config.resolution
+    factor = 2**model.config.n_downsampling
+    if size < factor or size % factor:
+        raise ValueError(f"size {size} must be a positive multiple of {factor} for this model")
+    if source.is_dir():
+        inputs, root = scan_images(source), source
+        if not inputs:
+            raise DataError(f"no images found under {source} (searched recursively for {', '.join(IMAGE_EXTENSIONS)})")
+    elif source.is_file():
+        inputs, root = [source], None
+    else:
+        raise FileNotFoundError(f"{source}: no such file or folder")
+    targets = output_paths(inputs, root, out_dir)
+    report = TranslationReport()
+    c_in = model.input_channels(direction)
+    bar = tqdm(total=len(inputs), desc=f"translate {direction}", unit="img", disable=not progress)
+    for start in range(0, len(inputs), batch_size):
+        batch, batch_targets = [], []
+        with _strict_pil():
+            for path, target in zip(inputs[start : start + batch_size], targets[start : start + batch_size]):
+                try:
+                    array = decode_image(path, size)  # (R, R) grey or (R, R, 3) RGB, uint8
+                except Exception as exc:  # noqa: BLE001 - any failure to decode is this file's fault
+                    why = str(exc) if isinstance(exc, DataError) else f"{type(exc).__name__}: {exc}"
+                    report.failed.append((path, why))
+                    continue
+                image = torch.from_numpy(array.copy())
+                image = image[None] if image.dim() == 2 else image.permute(2, 0, 1)  # (C, R, R)
+                batch.append(convert_channels(image[None], c_in)[0])
+                batch_targets.append(target)
+        if batch:
+            translated = to_uint8(translate_images(model, torch.stack(batch), direction, batch_size=batch_size,
+                                                         use_ema=use_ema))
+            for image, target in zip(translated, batch_targets):
+                target.parent.mkdir(parents=True, exist_ok=True)
+                atomic_write_bytes(target, _png(image))
+                report.written.append(target)
+        bar.update(min(batch_size, len(inputs) - start))
+    bar.close()
+    return report
