@@ -27,6 +27,7 @@ def register_model(name: str) -> Callable[[Callable[..., Any]], Callable[..., An
 def _ensure_builtin_models() -> None:
     # Importing the model modules runs their @register_model decorators.
     import atelier.models  # noqa: F401
+    import atelier.models.transformer_net  # noqa: F401
 
 
 def list_models() -> list[str]:
