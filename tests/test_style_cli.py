@@ -86,3 +86,39 @@ def test_stylize_python_entry_point(photos, atelier_home):
         stylize(content)
     with pytest.raises(ValueError, match="not both"):
         stylize(content, style, model="somewhere")
+
+
+def test_fast_style_train_and_stylize_cli(photos, tmp_path, atelier_home, capsys):
+    content, style, _ = photos
+    photos_dir = tmp_path / "photos"
+    (photos_dir / "sub").mkdir(parents=True)
+    rng = np.random.default_rng(1)
+    for i, where in enumerate([photos_dir, photos_dir, photos_dir / "sub"]):
+        Image.fromarray(rng.integers(0, 255, (40 + 7 * i, 36, 3), dtype=np.uint8)).save(where / f"p{i}.png")
+    model_dir = tmp_path / "model"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        rc = main(["style", "train", "--style", str(style), "--content-dir", str(photos_dir), "-o", str(model_dir),
+                   "--steps", "3", "--size", "32", "--batch-size", "2", "--width", "4", "--res-blocks", "1",
+                   "--offline", "--quiet", "--precision", "fp32"])
+    assert rc == 0
+    assert (model_dir / "model.safetensors").is_file() and (model_dir / "config.json").is_file()
+    assert "trained 3 steps" in capsys.readouterr().out
+    out_dir = tmp_path / "styled"
+    (photos_dir / "broken.jpg").write_bytes(b"not a jpeg")
+    rc = main(["stylize", "--model", str(model_dir), str(content), str(photos_dir), "-o", str(out_dir),
+               "--strength", "0.5"])
+    assert rc == 0
+    written = sorted(p.relative_to(out_dir).as_posix() for p in out_dir.rglob("*.png"))
+    assert len(written) == 4 and any(w.startswith("photos/sub/") or w.startswith("sub/") for w in written)
+    with Image.open(out_dir / "content.png") as im:
+        assert im.size == (50, 30)  # the input's size is kept
+    captured = capsys.readouterr()
+    assert "broken.jpg" in captured.err + captured.out
+    # strength 0 gives back the content exactly (up to 8-bit rounding)
+    rc = main(["stylize", "--model", str(model_dir), str(content), "-o", str(tmp_path / "zero"), "--strength", "0"])
+    assert rc == 0
+    a = np.asarray(Image.open(tmp_path / "zero" / "content.png")).astype(int)
+    b = np.asarray(Image.open(content)).astype(int)
+    assert np.abs(a - b).max() <= 1
+    assert main(["stylize", "--model", str(model_dir), str(content), "-o", str(tmp_path / "x.png")]) == 2

@@ -88,8 +88,12 @@ def _cmd_stylize(args) -> int:
 
     cfg = _gatys_config(args)
     content, styles = args.inputs[0], args.inputs[1:]
-    net = feature_network(cfg, weights=args.weights, download=not args.offline, fallback=not args.no_fallback,
-                          device=args.device)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the fallback is announced below, in one line
+        net = feature_network(cfg, weights=args.weights, download=not args.offline, fallback=not args.no_fallback,
+                              device=args.device)
     description = getattr(net, "description", type(net).__name__)
     if not getattr(net, "pretrained", False):
         print(f"atelier: warning: {description}")
@@ -128,10 +132,18 @@ def _stylize_fast(args, out: Path) -> int:
 
     if out.suffix:
         raise ValueError(f"-o {out}: with --model the output is a folder (one image per input)")
-    written = stylize_paths(args.model, args.inputs, out, strength=args.strength, size=args.size,
-                            batch_size=args.batch_size, device=args.device)
-    print(f"wrote {len(written)} image(s) to {out}")
-    return 0
+    import sys
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # skipped files are reported below, once
+        report = stylize_paths(args.model, args.inputs, out, strength=args.strength, size=args.size,
+                               batch_size=args.batch_size, precision=args.precision or "fp32", device=args.device,
+                               progress=not args.quiet)
+    for path, reason in report.skipped:
+        print(f"atelier: skipped {path}: {reason}", file=sys.stderr)
+    print(f"wrote {len(report.written)} image(s) to {out}" + (f", skipped {len(report.skipped)}" if report.skipped else ""))
+    return 0 if report.written else 2
 
 
 def _add_stylize(sub) -> None:
@@ -148,7 +160,7 @@ def _add_stylize(sub) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     f = p.add_argument_group("fast style (--model)")
     f.add_argument("--strength", type=float, default=1.0, help="1: the network's output; 0: the content")
-    f.add_argument("--batch-size", type=int, default=4)
+    f.add_argument("--batch-size", type=int, default=1, help="images of equal size stylised together")
     g = p.add_argument_group("Gatys optimisation")
     g.add_argument("--weights", default=None, help="VGG weight file (vgg19-dcbb9e9d.pth or .safetensors)")
     g.add_argument("--offline", action="store_true", help="never download the VGG weights")
