@@ -174,7 +174,7 @@ def _add_stylize(sub) -> None:
     g.add_argument("--lr", type=float, default=None, help="default: 1 for L-BFGS, 0.02 for Adam")
     g.add_argument("--init", choices=("content", "noise"), default=None)
     g.add_argument("--content-weight", type=float, default=None)
-    g.add_argument("--style-weight", type=float, default=None, help="relative to the content weight (default 30)")
+    g.add_argument("--style-weight", type=float, default=None, help="relative to the content weight (default 10)")
     g.add_argument("--tv-weight", type=float, default=None, help="total-variation smoothing (default 1e-3)")
     g.add_argument("--content-layers", type=_layers, default=None, help="e.g. relu4_2 or relu4_2:1,relu3_1:0.5")
     g.add_argument("--style-layers", type=_layers, default=None, help="e.g. relu1_1,relu2_1,relu3_1,relu4_1,relu5_1")

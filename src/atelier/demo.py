@@ -9,6 +9,7 @@ import torch
 
 from atelier.creative import interpolate_classes, interpolate_images, reconstruction_grid, traverse
 from atelier.creative.sampling import sample_images, save_samples
+from atelier.demo_style import style_part
 from atelier.data import load_dataset
 from atelier.metrics import EvalConfig, evaluate_images
 from atelier.models import load_pretrained
@@ -99,19 +100,24 @@ def _vae_part(out: Path, data: DataConfig, steps: int, minutes: float | None, se
 
 
 def run_demo(out: str | Path = "atelier-demo", *, steps: int = DEMO_STEPS, vae_steps: int = VAE_STEPS,
-             minutes: float | None = 4.0, seed: int = 0, progress: bool = True) -> Path:
+             minutes: float | None = 4.0, seed: int = 0, progress: bool = True, style: bool = True,
+             style_quick: bool = False) -> Path:
     """Train, evaluate, explore, and write ``out/index.html``; returns the page's path."""
     out = Path(out)
     data = DataConfig(name="digits", resolution=28)
     gan_facts, gan_figures = _gan_part(out, data, steps, minutes, seed, progress)
     vae_facts, vae_figures = _vae_part(out, data, vae_steps, minutes, seed, progress)
+    style_facts, style_figures = ({}, []) if not style else style_part(out, seed=seed, progress=progress,
+                                                                        minutes=minutes, quick=style_quick)
     return write_page(
         out / "index.html",
-        title="Atelier demo: a conditional DCGAN and a VAE on the bundled digits",
+        title="Atelier demo: generate, explore and transfer style, offline",
         intro=("A small class-conditional DCGAN (batch norm, a projection discriminator, the non-saturating loss, "
                "an EMA of the generator for sampling) and a small convolutional VAE (Bernoulli likelihood), both "
-               "trained from scratch on scikit-learn's 8x8 digits upscaled to 28x28, then evaluated and explored."),
+               "trained from scratch on scikit-learn's 8x8 digits upscaled to 28x28, then evaluated and explored. "
+               "Then style transfer on the photos bundled with scikit-image (Gatys optimisation and a fast "
+               "feed-forward network) and a CycleGAN that learns plain -> bold digits from unpaired examples."),
         facts={**gan_facts, "GAN run directory": str(out / "gan-run"), **vae_facts,
-               "VAE run directory": str(out / "vae-run")},
-        figures=gan_figures + vae_figures,
+               "VAE run directory": str(out / "vae-run"), **style_facts},
+        figures=gan_figures + vae_figures + style_figures,
     )

@@ -90,21 +90,22 @@ def _halves(n_total: int, n: int | None, seed: int) -> tuple[torch.Tensor, torch
 
 def mnist_domains(style: str = "thick", *, n: int | None = 5000, n_test: int | None = 2000,
                   data_dir: str | os.PathLike | None = None, resolution: int = 28, seed: int = 0,
-                  progress: bool = False) -> MnistDomains:
+                  progress: bool = False, dataset: str = "mnist") -> MnistDomains:
     """Domains A (plain) and B (``style``) from disjoint halves of MNIST's train and test splits,
-    ``n`` training and ``n_test`` test images per domain (None: a whole half)."""
+    ``n`` training and ``n_test`` test images per domain (None: a whole half). ``dataset="digits"``
+    builds the same from the bundled 8x8 digits (offline; used by the demo)."""
     from atelier.data.registry import load_dataset
 
     parse_style(style)
     out = {}
     for split, count, offset in (("train", n, 0), ("test", n_test, 1)):
-        data = load_dataset("mnist", split=split, data_dir=data_dir, resolution=resolution, progress=progress)
+        data = load_dataset(dataset, split=split, data_dir=data_dir, resolution=resolution, progress=progress)
         ia, ib = _halves(len(data), count, seed * 2 + offset)
         a, b = data.subset(ia), data.subset(ib)
-        out[f"a_{split}"] = ImageDataset(a.images, a.labels, a.classes, f"mnist-{split}:a",
+        out[f"a_{split}"] = ImageDataset(a.images, a.labels, a.classes, f"{dataset}-{split}:a",
                                          {"source_index": ia.tolist()})
         out[f"b_{split}"] = ImageDataset(apply_style(b.images, style), b.labels, b.classes,
-                                         f"mnist-{split}:b:{style}", {"source_index": ib.tolist()})
+                                         f"{dataset}-{split}:b:{style}", {"source_index": ib.tolist()})
     return MnistDomains(style, **out)
 
 

@@ -62,7 +62,7 @@ class GatysConfig:
     lr: float | None = None  # default: 1.0 for L-BFGS, 0.02 for Adam (pixels in [0, 1])
     init: str = "content"  # content | noise
     content_weight: float = 1.0
-    style_weight: float = 30.0
+    style_weight: float = 10.0
     tv_weight: float = 1e-3
     content_layers: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_CONTENT_LAYERS))
     style_layers: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_STYLE_LAYERS))
