@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import http.server
+import threading
+from functools import partial
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 import pytest
@@ -63,3 +66,30 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+class _CountingHandler(http.server.SimpleHTTPRequestHandler):
+    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+        self.server.hits.append(self.path)
+        super().do_GET()
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+@pytest.fixture
+def serve() -> Iterator[Callable[[Path], tuple[str, list[str]]]]:
+    """``serve(folder)`` -> (base URL with trailing slash, list of requested paths), on 127.0.0.1 only."""
+    servers: list[http.server.ThreadingHTTPServer] = []
+
+    def start(folder: Path) -> tuple[str, list[str]]:
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), partial(_CountingHandler, directory=str(folder)))
+        server.hits = []
+        threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+        servers.append(server)
+        return f"http://127.0.0.1:{server.server_address[1]}/", server.hits
+
+    yield start
+    for server in servers:
+        server.shutdown()
+        server.server_close()

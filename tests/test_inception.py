@@ -4,13 +4,9 @@ hash checks and the cached download (against a local HTTP server on 127.0.0.1 on
 from __future__ import annotations
 
 import hashlib
-import http.server
 import math
 import re
 import socket
-import threading
-from collections.abc import Callable, Iterator
-from functools import partial
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -215,33 +211,6 @@ def test_missing_files(tmp_path: Path, atelier_home: Path, monkeypatch: pytest.M
 
 
 # ---------------------------------------------------------------------------------------- download
-
-
-class _CountingHandler(http.server.SimpleHTTPRequestHandler):
-    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
-        self.server.hits.append(self.path)
-        super().do_GET()
-
-    def log_message(self, *args) -> None:
-        pass
-
-
-@pytest.fixture
-def serve() -> Iterator[Callable[[Path], tuple[str, list[str]]]]:
-    """``serve(folder)`` -> (base URL with trailing slash, list of requested paths)."""
-    servers: list[http.server.ThreadingHTTPServer] = []
-
-    def start(folder: Path) -> tuple[str, list[str]]:
-        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), partial(_CountingHandler, directory=str(folder)))
-        server.hits = []
-        threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-        servers.append(server)
-        return f"http://127.0.0.1:{server.server_address[1]}/", server.hits
-
-    yield start
-    for server in servers:
-        server.shutdown()
-        server.server_close()
 
 
 @pytest.mark.network

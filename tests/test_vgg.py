@@ -5,11 +5,7 @@ able to synthesise a texture)."""
 from __future__ import annotations
 
 import hashlib
-import http.server
 import socket
-import threading
-from collections.abc import Callable, Iterator
-from functools import partial
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -214,33 +210,6 @@ def test_a_file_left_by_torchvision_is_found_offline(vgg19_file: SimpleNamespace
 
 
 # ---------------------------------------------------------------------------------------- download
-
-
-class _CountingHandler(http.server.SimpleHTTPRequestHandler):
-    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
-        self.server.hits.append(self.path)
-        super().do_GET()
-
-    def log_message(self, *args) -> None:
-        pass
-
-
-@pytest.fixture
-def serve() -> Iterator[Callable[[Path], tuple[str, list[str]]]]:
-    """``serve(folder)`` -> (base URL with trailing slash, list of requested paths), on 127.0.0.1."""
-    servers: list[http.server.ThreadingHTTPServer] = []
-
-    def start(folder: Path) -> tuple[str, list[str]]:
-        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), partial(_CountingHandler, directory=str(folder)))
-        server.hits = []
-        threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-        servers.append(server)
-        return f"http://127.0.0.1:{server.server_address[1]}/", server.hits
-
-    yield start
-    for server in servers:
-        server.shutdown()
-        server.server_close()
 
 
 @pytest.mark.network

@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from atelier.models.vgg import IMAGENET_MEAN, IMAGENET_STD, POOLS, VGG_BLOCKS, layer_names
+from atelier.models.vgg import POOLS, VGG_BLOCKS, imagenet_normalize, layer_names
 
 #: Kernel size of the i-th convolution of a block (i = 1..4).
 KERNEL_SIZES = (3, 5, 7, 9)
@@ -92,8 +92,6 @@ class RandomFeatures(nn.Module):
                 if name in self.names:
                     convs[name] = nn.Parameter(w, requires_grad=False)
         self.weights = nn.ParameterDict(convs)
-        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
 
     @property
     def depth(self) -> int:
@@ -103,16 +101,8 @@ class RandomFeatures(nn.Module):
     def extra_repr(self) -> str:
         return f"arch={self.arch}, layers={list(self.layers)}, pool={self.pool}, seed={self.seed}, width={self.width}"
 
-    def normalize(self, x: torch.Tensor) -> torch.Tensor:
-        """[0, 1] RGB -> ImageNet-normalised input. (B, 1|3, H, W) -> (B, 3, H, W)."""
-        if x.dim() != 4 or x.shape[1] not in (1, 3):
-            raise ValueError(f"expected images of shape (B, 1 or 3, H, W), got {tuple(x.shape)}")
-        if x.shape[1] == 1:
-            x = x.expand(-1, 3, -1, -1)
-        return (x - self.mean.to(x.dtype)) / self.std.to(x.dtype)
-
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        scales = [self.normalize(x)]  # scales[b - 1]: the image at 1 / 2^(b-1), (B, 3, H >> b-1, W >> b-1)
+        scales = [imagenet_normalize(x)]  # scales[b - 1]: the image at 1 / 2^(b-1), (B, 3, H >> b-1, W >> b-1)
         convs: dict[str, torch.Tensor] = {}
 
         def image(block: int) -> torch.Tensor:

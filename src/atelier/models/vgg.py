@@ -28,6 +28,18 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 POOLS = ("max", "avg")
 
 
+def imagenet_normalize(x: torch.Tensor) -> torch.Tensor:
+    """[0, 1] RGB -> the ImageNet-normalised input VGG was trained on. (B, 1|3, H, W) -> (B, 3, H, W);
+    grey images are repeated to three channels."""
+    if x.dim() != 4 or x.shape[1] not in (1, 3):
+        raise ValueError(f"expected images of shape (B, 1 or 3, H, W), got {tuple(x.shape)}")
+    if x.shape[1] == 1:
+        x = x.expand(-1, 3, -1, -1)
+    mean = torch.tensor(IMAGENET_MEAN, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+    return (x - mean) / std
+
+
 def layer_names(arch: str) -> list[str]:
     """Names of ``features[i]`` for every index i: conv1_1, relu1_1, conv1_2, relu1_2, pool1, ..."""
     if arch not in VGG_BLOCKS:
@@ -84,8 +96,6 @@ class VGGFeatures(nn.Module):
             else:
                 modules.append(nn.MaxPool2d(2, 2) if pool == "max" else nn.AvgPool2d(2, 2))
         self.features = nn.Sequential(*modules)
-        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
         #: True once real ImageNet weights are loaded (set by the loader); False for random weights.
         self.pretrained = False
         self._wanted = set(self.layers)
@@ -95,16 +105,8 @@ class VGGFeatures(nn.Module):
         """How many ``features`` modules are built (the cut point)."""
         return len(self.names)
 
-    def normalize(self, x: torch.Tensor) -> torch.Tensor:
-        """[0, 1] RGB -> ImageNet-normalised input. (B, 1|3, H, W) -> (B, 3, H, W)."""
-        if x.dim() != 4 or x.shape[1] not in (1, 3):
-            raise ValueError(f"expected images of shape (B, 1 or 3, H, W), got {tuple(x.shape)}")
-        if x.shape[1] == 1:
-            x = x.expand(-1, 3, -1, -1)
-        return (x - self.mean.to(x.dtype)) / self.std.to(x.dtype)
-
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        h = self.normalize(x)
+        h = imagenet_normalize(x)
         out: dict[str, torch.Tensor] = {}
         for name, module in zip(self.names, self.features):
             h = module(h)
