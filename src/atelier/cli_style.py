@@ -167,9 +167,9 @@ def _add_stylize(sub) -> None:
     g.add_argument("--no-fallback", action="store_true",
                    help="fail instead of using random features when the VGG weights are unavailable")
     g.add_argument("--arch", choices=("vgg19", "vgg16"), default=None, help="feature network (default vgg19)")
-    g.add_argument("--steps", type=int, default=None, help="iterations at the output size (default 150)")
+    g.add_argument("--steps", type=int, default=None, help="iterations at the output size (default 100)")
     g.add_argument("--scales", type=int, default=None, help="coarse-to-fine levels (default 3; 1: single scale)")
-    g.add_argument("--coarse-steps", type=int, default=None, help="iterations at each coarser level (default 200)")
+    g.add_argument("--coarse-steps", type=int, default=None, help="iterations at each coarser level (default 150)")
     g.add_argument("--optimizer", choices=("lbfgs", "adam"), default=None)
     g.add_argument("--lr", type=float, default=None, help="default: 1 for L-BFGS, 0.02 for Adam")
     g.add_argument("--init", choices=("content", "noise"), default=None)

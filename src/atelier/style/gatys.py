@@ -55,9 +55,9 @@ class GatysConfig:
     """
 
     size: int = 512
-    steps: int = 150  # iterations at the output size
+    steps: int = 100  # iterations at the output size
     scales: int = 3  # coarse-to-fine levels, each half the size of the next (1: single scale)
-    coarse_steps: int = 200  # iterations at each coarser level
+    coarse_steps: int = 150  # iterations at each coarser level
     optimizer: str = "lbfgs"  # lbfgs | adam
     lr: float | None = None  # default: 1.0 for L-BFGS, 0.02 for Adam (pixels in [0, 1])
     init: str = "content"  # content | noise
