@@ -57,6 +57,19 @@ def _add_train(sub, family: str, help_text: str) -> None:
                    "flags given on the command line override it")
     p.add_argument("--out", required=True, help="run directory (checkpoints, samples, logs)")
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
+    if family == "gan":
+        t.add_argument("--augment", choices=("none", "diffaugment", "ada"), default=None,
+                       help="augment what the discriminator sees, for little data: diffaugment (Zhao et al. 2020) "
+                       "or ada (adaptive strength p, Karras et al. 2020) (default: none)")
+        t.add_argument("--augment-policy", default=None,
+                       help="comma-separated ops; diffaugment: color,translation,cutout (default: all three); "
+                       "ada: any of xflip,rotate90,xint,scale,rotate,aniso,xfrac,brightness,contrast,saturation "
+                       "(default: all but xflip,rotate90)")
+        t.add_argument("--ada-target", type=float, default=None,
+                       help="ada: the E[sign(D(real))] that p is steered to (default: 0.6)")
+        t.add_argument("--ada-kimg", type=float, default=None,
+                       help="ada: thousands of real images for p to go from 0 to 1 (default: 100; the paper: 500)")
+        t.add_argument("--ada-interval", type=int, default=None, help="ada: steps between updates of p (default: 4)")
     if family == "vae":
         t.add_argument("--iw-samples", type=int, default=None, help="k of the importance-weighted test NLL (default: 100)")
         t.add_argument("--iw-images", type=int, default=None, help="test images for that NLL (default: 1000)")
@@ -101,7 +114,8 @@ def add_training_args(p, *, evaluation: bool = True):
 _TRAIN_FIELDS = ("steps", "epochs", "minutes", "batch_size", "lr", "lr_d", "lr_schedule", "warmup_steps", "ema_decay",
                  "seed", "precision",
                  "channels_last", "compile", "device", "log_every", "sample_every", "checkpoint_every",
-                 "eval_every", "eval_n", "eval_split", "tensorboard", "progress", "iw_samples", "iw_images")
+                 "eval_every", "eval_n", "eval_split", "tensorboard", "progress", "iw_samples", "iw_images",
+                 "augment", "augment_policy", "ada_target", "ada_kimg", "ada_interval")
 _DATA_FIELDS = {"data": "name", "data_dir": "data_dir", "resolution": "resolution", "channels": "channels",
                 "strict": "strict", "verify": "verify"}
 
@@ -283,6 +297,9 @@ def build_parser() -> argparse.ArgumentParser:
     from atelier.cli_explore import add_explore_parser
 
     add_explore_parser(sub)
+    from atelier.cli_augment import add_augment_parser
+
+    add_augment_parser(sub)  # augment (classic pipelines, generative augmentation)
     from atelier.cli_style import add_style_parsers
 
     add_style_parsers(sub)  # stylize, style train, style weights

@@ -9,6 +9,7 @@ import torch
 
 PRECISIONS = ("auto", "fp32", "bf16")
 LR_SCHEDULES = ("constant", "cosine", "linear")
+AUGMENTS = ("none", "diffaugment", "ada")  # what the GAN discriminator sees (atelier.augment)
 
 #: Training defaults that differ by family: the DCGAN recipe (Adam 2e-4, beta1 0.5, batch 64) is the
 #: class default; VAEs train best with plain Adam (1e-3, beta1 0.9) on larger batches.
@@ -62,6 +63,12 @@ class TrainConfig:
     iw_images: int = 1000  # VAE: test images the importance-weighted NLL is averaged over
     tensorboard: bool = True
     progress: bool = True
+    # GANs only: augment what the discriminator sees (real and fake), for training on little data.
+    augment: str = "none"  # none | diffaugment (Zhao et al. 2020) | ada (Karras et al. 2020)
+    augment_policy: str | None = None  # comma-separated ops; None: the mode's default (see atelier.augment)
+    ada_target: float = 0.6  # ADA: the r_t = E[sign(D(real))] that p is steered to
+    ada_kimg: float = 100.0  # ADA: thousands of real images for p to go from 0 to 1 (the paper: 500)
+    ada_interval: int = 4  # ADA: steps between adjustments of p
 
     DEFAULT_EPOCHS = 5
 
@@ -96,7 +103,25 @@ class TrainConfig:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"ema_decay must lie in [0, 1), got {self.ema_decay}")
+        self._check_augment()
         self.betas = tuple(self.betas)  # type: ignore[assignment]
+
+    def _check_augment(self) -> None:
+        if self.augment not in AUGMENTS:
+            raise ValueError(f"augment must be one of {AUGMENTS}, got {self.augment!r}")
+        if not -1.0 < self.ada_target < 1.0:
+            raise ValueError(f"ada_target must lie in (-1, 1) (it is a mean of signs), got {self.ada_target}")
+        if self.ada_kimg <= 0:
+            raise ValueError(f"ada_kimg must be positive, got {self.ada_kimg}")
+        if self.ada_interval < 1:
+            raise ValueError(f"ada_interval must be at least 1, got {self.ada_interval}")
+        if self.augment_policy is not None:
+            if self.augment == "none":
+                raise ValueError("augment_policy needs augment 'diffaugment' or 'ada'")
+            from atelier.augment.ada import ADA_OPS
+            from atelier.augment.diffaugment import DIFFAUGMENT_OPS, parse_policy
+
+            parse_policy(self.augment_policy, DIFFAUGMENT_OPS if self.augment == "diffaugment" else ADA_OPS)
 
 
 @lru_cache(maxsize=None)

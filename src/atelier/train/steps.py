@@ -63,10 +63,14 @@ class _GenerativeStep:
 
     model: nn.Module
     rng: torch.Generator
+    supports_augment = False  # whether TrainConfig.augment (DiffAugment / ADA) means anything here
 
     def _setup(self, model: nn.Module, cfg: TrainConfig, device: torch.device,
                dist: DistContext | None) -> DistContext:
         """Keep model, config and device; move the model (channels-last if asked); return the DistContext."""
+        if cfg.augment != "none" and not self.supports_augment:
+            raise ValueError(f"augment={cfg.augment!r} augments what a GAN's discriminator sees; "
+                             f"{type(self).__name__} has nothing to apply it to: train without --augment")
         self.model, self.cfg, self.device = model, cfg, device
         model.to(device)
         if cfg.channels_last:
@@ -95,7 +99,11 @@ class GANStep(_GenerativeStep):
 
     The fake batch is generated once: detached for the discriminator update, then scored by the
     updated discriminator for the generator update, so each step runs the generator forward once.
+    With ``cfg.augment`` (DiffAugment or ADA) the discriminator sees real and fake images only
+    augmented, with a fresh draw for each of its three passes (real, fake, the generator's fake).
     """
+
+    supports_augment = True
 
     def __init__(self, model: GAN, cfg: TrainConfig, device: torch.device, dist: DistContext | None = None) -> None:
         dist = self._setup(model, cfg, device, dist)
@@ -112,6 +120,46 @@ class GANStep(_GenerativeStep):
         self.rng = torch.Generator().manual_seed(cfg.seed + 1)
         self.loss = model.config.loss
         self.separate_d_passes = model.discriminator.uses_batch_norm
+        self._setup_augment(cfg, dist)
+
+    def _setup_augment(self, cfg: TrainConfig, dist: DistContext) -> None:
+        """DiffAugment or ADA in front of the discriminator: its own RNG (per rank), ADA's controller."""
+        self.augment, self.ada = None, None
+        if cfg.augment == "none":
+            return
+        from atelier.augment.ada import DEFAULT_ADA_POLICY, ADAController, ADAPipe
+        from atelier.augment.diffaugment import DEFAULT_POLICY, DiffAugment
+
+        if cfg.augment == "diffaugment":
+            self.augment = DiffAugment(cfg.augment_policy or DEFAULT_POLICY)
+        else:
+            self.augment = ADAPipe(cfg.augment_policy or DEFAULT_ADA_POLICY)
+            self.ada = ADAController(target=cfg.ada_target, interval=cfg.ada_interval, kimg=cfg.ada_kimg,
+                                     reduce=_all_reduce_sum if dist.enabled else None)
+        self.aug_rng = torch.Generator().manual_seed(cfg.seed + 2 + 1000 * dist.rank)
+
+    def _augment(self, images: torch.Tensor) -> torch.Tensor:
+        """What the discriminator sees of ``images``: a fresh augmentation per call (labels stay as they are)."""
+        if self.ada is not None:
+            return self.augment(images, self.ada.p, generator=self.aug_rng)
+        if self.augment is not None:
+            return self.augment(images, generator=self.aug_rng)
+        return images
+
+    def state_dict(self) -> dict:
+        state = super().state_dict()
+        if self.augment is not None:
+            state["aug_rng"] = self.aug_rng.get_state()
+        if self.ada is not None:
+            state["ada"] = self.ada.state_dict()
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
+        if self.augment is not None and "aug_rng" in state:  # absent when resuming a run without augment
+            self.aug_rng.set_state(state["aug_rng"])
+        if self.ada is not None and "ada" in state:
+            self.ada.load_state_dict(state["ada"])
 
     def _score(self, real: torch.Tensor, fake: torch.Tensor, labels: torch.Tensor | None):
         """Discriminator logits for the real and the fake batch.
@@ -130,10 +178,11 @@ class GANStep(_GenerativeStep):
         z = torch.randn(real.shape[0], model.config.latent_dim, generator=self.rng).to(self.device)
         opt_g, opt_d = self.optimizers["generator"], self.optimizers["discriminator"]
 
-        # Discriminator: real -> 1, fake -> 0.
+        # Discriminator: real -> 1, fake -> 0. With DiffAugment/ADA it sees both only augmented.
+        p = self.ada.p if self.ada is not None else None  # the p this step runs with (for the log)
         with autocast(cfg, self.device):
             fake = self.G(z, labels)
-            d_real, d_fake = self._score(real, fake.detach(), labels)
+            d_real, d_fake = self._score(self._augment(real), self._augment(fake.detach()), labels)
             loss_d = discriminator_loss(d_real, d_fake, self.loss)
         opt_d.zero_grad(set_to_none=True)
         loss_d.backward()
@@ -142,20 +191,32 @@ class GANStep(_GenerativeStep):
         # Generator: make the updated discriminator call the fakes real. D's weights need no gradient.
         model.discriminator.requires_grad_(False)
         with autocast(cfg, self.device):
-            loss_g = generator_loss(self.D_frozen(fake, labels), self.loss)
+            loss_g = generator_loss(self.D_frozen(self._augment(fake), labels), self.loss)
         opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
         opt_g.step()
         model.discriminator.requires_grad_(True)
 
         ema_update(model.generator_ema, model.generator, ema_decay_at(step, cfg.ema_decay))
-        return {
+        logs = {
             "loss_d": loss_d.detach(),
             "loss_g": loss_g.detach(),
             "d_real": d_real.detach().float().mean(),
             "d_fake": d_fake.detach().float().mean(),
+            # ADA's overfitting heuristic, logged in every mode: near 1, D is sure of every training image
+            "rt": d_real.detach().float().sign().mean(),
         }
+        if self.ada is not None:
+            self.ada.update(d_real)
+            logs["aug_p"] = torch.tensor(p, dtype=torch.float64)
+        return logs
 
+
+def _all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
+    import torch.distributed
+
+    torch.distributed.all_reduce(t)
+    return t
 
 
 class VAEStep(_GenerativeStep):
