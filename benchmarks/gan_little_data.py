@@ -62,7 +62,8 @@ def class_balanced_subset(data: ImageDataset, size: int, seed: int) -> ImageData
 
 def train_one(subset: ImageDataset, mode: str, seed: int, args, evaluator: Evaluator, out: Path) -> dict:
     device = resolve_device(args.device)
-    cfg = TrainConfig(steps=args.steps, batch_size=args.batch_size, seed=seed, augment=mode,
+    policy = args.diffaugment_policy if mode == "diffaugment" else None
+    cfg = TrainConfig(steps=args.steps, batch_size=args.batch_size, seed=seed, augment=mode, augment_policy=policy,
                       ada_kimg=args.ada_kimg, ada_target=args.ada_target,
                       precision=resolve_precision(args.precision, device), device=str(device),
                       log_every=args.log_every, sample_every=args.steps, checkpoint_every=args.steps,
@@ -70,7 +71,7 @@ def train_one(subset: ImageDataset, mode: str, seed: int, args, evaluator: Evalu
     torch.manual_seed(seed)
     model = create_model("dcgan", resolution=28, channels=1, num_classes=0 if args.unconditional else 10)
     step = GANStep(model, cfg, device)
-    run_dir = out / f"{mode}_seed{seed}"
+    run_dir = out / (f"{mode}_seed{seed}" if policy is None else f"{mode}-{policy.replace(',', '+')}_seed{seed}")
     ckpt = latest_checkpoint(run_dir) if args.resume else None
     resume = ckpt is not None
     done = resume and load_train_state(ckpt)["step"] >= args.steps  # only (re-)evaluate the final model
@@ -121,6 +122,7 @@ def main() -> None:
     p.add_argument("--subset-seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--unconditional", action="store_true", help="the plain dcgan instead of the conditional one")
+    p.add_argument("--diffaugment-policy", default=None, help="e.g. translation (default: color,translation,cutout)")
     p.add_argument("--ada-kimg", type=float, default=100.0)
     p.add_argument("--ada-target", type=float, default=0.6)
     p.add_argument("--n", type=int, default=10000, help="samples for the final FID (and real test images used)")
