@@ -10,7 +10,7 @@ steps under four conditions, for each classifier seed:
 - ``classic``: atelier's default label-safe pipeline (affine, resized crop, contrast/brightness,
   blur, noise, cutout) applied to every batch;
 - ``generative``: half of every batch drawn from samples of a class-conditional DCGAN trained on
-  the *same 600 images* (with DiffAugment, the little-data recipe), filtered by the confidence of a
+  the *same 600 images* (with ADA, the little-data recipe), filtered by the confidence of a
   classifier trained on the same 600 images (no other labels are used anywhere);
 - ``both``: generative samples in the batches and the classic pipeline on everything.
 
@@ -111,10 +111,10 @@ def main() -> None:
     p.add_argument("--per-class", type=int, default=60, help="labelled images per digit (60: 1%% of MNIST)")
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--steps", type=int, default=1500, help="classifier training steps (batch 64)")
-    p.add_argument("--gan-steps", type=int, default=4000)
-    p.add_argument("--gan-augment", default="diffaugment", choices=("none", "diffaugment", "ada"))
+    p.add_argument("--gan-steps", type=int, default=6000)
+    p.add_argument("--gan-augment", default="ada", choices=("none", "diffaugment", "ada"))
     p.add_argument("--synthetic-per-class", type=int, default=500)
-    p.add_argument("--min-confidence", type=float, default=0.9,
+    p.add_argument("--min-confidence", type=float, default=0.5,
                    help="keep generated digits the 600-image classifier recognises this surely")
     p.add_argument("--conditions", default=",".join(CONDITIONS))
     p.add_argument("--out", default="runs/augmentation_effect")
