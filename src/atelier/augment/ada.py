@@ -123,18 +123,20 @@ class ADAPipe:
         # The paper rotates before and after the anisotropic scaling (so that it acts along a random
         # axis), each with 1 - sqrt(1 - p), so that some rotation happens with probability p.
         p_rot = 1.0 - math.sqrt(max(0.0, 1.0 - p))
-        if "rotate" in self.ops:
+
+        def rotate() -> None:
             on = torch.rand(b, generator=g) < p_rot
             angle = (torch.rand(b, generator=g) * 2 - 1) * math.pi * self.rotate_max
             then(_rotation(torch.where(on, angle, 0.0)), on)
+
+        if "rotate" in self.ops:
+            rotate()
         if "aniso" in self.ops:
             on = gate()
             s = gated(torch.exp2(torch.randn(b, generator=g) * self.scale_std), 1.0, on)
             then(_scaling(s, 1.0 / s), on)
         if "rotate" in self.ops:
-            on = torch.rand(b, generator=g) < p_rot
-            angle = (torch.rand(b, generator=g) * 2 - 1) * math.pi * self.rotate_max
-            then(_rotation(torch.where(on, angle, 0.0)), on)
+            rotate()
         if "xfrac" in self.ops:
             on = gate()
             t = torch.randn(b, 2, generator=g) * self.translate_std * torch.tensor([w, h])

@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from atelier.models.vgg import POOLS, VGG_BLOCKS, imagenet_normalize, layer_names
+from atelier.models.vgg import VGG_BLOCKS, imagenet_normalize, resolve_layers
 
 #: Kernel size of the i-th convolution of a block (i = 1..4).
 KERNEL_SIZES = (3, 5, 7, 9)
@@ -65,16 +65,8 @@ class RandomFeatures(nn.Module):
     def __init__(self, arch: str = "vgg19", layers: Sequence[str] = ("relu4_2",), pool: str = "max", *,
                  seed: int = 0, width: int = DEFAULT_WIDTH) -> None:
         super().__init__()
-        if pool not in POOLS:
-            raise ValueError(f"unknown pool {pool!r}; choose from {POOLS}")
-        names = layer_names(arch)
-        unknown = [n for n in layers if n not in names]
-        if unknown or not layers:
-            raise ValueError(f"{arch} has no layer(s) {unknown or '(none given)'}; known: {', '.join(names)}")
+        self.names, self.layers = resolve_layers(arch, layers, pool)
         self.arch, self.pool, self.seed, self.width = arch, pool, int(seed), int(width)
-        self.layers = tuple(dict.fromkeys(layers))
-        depth = max(names.index(n) for n in self.layers) + 1
-        self.names = names[:depth]
         #: Never ImageNet weights; the loader's description says what this network is.
         self.pretrained = False
         self.description = f"random multi-scale features (seed {self.seed}), not pretrained"

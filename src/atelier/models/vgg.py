@@ -52,6 +52,19 @@ def layer_names(arch: str) -> list[str]:
     return names
 
 
+def resolve_layers(arch: str, layers: Sequence[str], pool: str) -> tuple[list[str], tuple[str, ...]]:
+    """Check a request for ``layers`` of ``arch``: (names of the layers to build, up to the deepest
+    requested one; the requested names, de-duplicated in order). Raises ValueError naming bad input."""
+    if pool not in POOLS:
+        raise ValueError(f"unknown pool {pool!r}; choose from {POOLS}")
+    names = layer_names(arch)
+    unknown = [n for n in layers if n not in names]
+    if unknown or not layers:
+        raise ValueError(f"{arch} has no layer(s) {unknown or '(none given)'}; known: {', '.join(names)}")
+    wanted = tuple(dict.fromkeys(layers))
+    return names[: max(names.index(n) for n in wanted) + 1], wanted
+
+
 def conv_indices(arch: str) -> list[int]:
     """Indices in ``features`` of the convolutions (the modules that have weights)."""
     return [i for i, n in enumerate(layer_names(arch)) if n.startswith("conv")]
@@ -72,17 +85,9 @@ class VGGFeatures(nn.Module):
 
     def __init__(self, arch: str = "vgg19", layers: Sequence[str] = ("relu4_2",), pool: str = "max") -> None:
         super().__init__()
-        if pool not in POOLS:
-            raise ValueError(f"unknown pool {pool!r}; choose from {POOLS}")
-        names = layer_names(arch)
-        unknown = [n for n in layers if n not in names]
-        if unknown or not layers:
-            raise ValueError(f"{arch} has no layer(s) {unknown or '(none given)'}; known: {', '.join(names)}")
+        self.names, self.layers = resolve_layers(arch, layers, pool)
         self.arch = arch
         self.pool = pool
-        self.layers = tuple(dict.fromkeys(layers))  # de-duplicated, order kept
-        depth = max(names.index(n) for n in self.layers) + 1
-        self.names = names[:depth]
         modules: list[nn.Module] = []
         c_in = 3
         for name in self.names:
