@@ -60,7 +60,10 @@ def _gatys(out: Path, seed: int, progress: bool, quick: bool) -> tuple[dict, lis
     save_gif(torch.cat([_rgb_uint8(result.frames), _rgb_uint8(result.image)[None]]), out / "style_gatys.gif",
              boomerang=False, scale=1, duration_ms=100)
     first, last = result.history[0], result.history[-1]
-    facts = {"Style: feature network": getattr(net, "description", type(net).__name__),
+    described = getattr(net, "description", type(net).__name__)
+    if not getattr(net, "pretrained", False):
+        described += " Run `atelier style weights` once (online) to use the real VGG-19."
+    facts = {"Style: feature network": described,
              f"Style: Gatys transfer ({size} px, coarse to fine {' -> '.join(map(str, cfg.scale_sizes()))} px)":
                  f"{len(result.history)} + {len(luma.history)} L-BFGS iterations in {seconds:.0f} s; style loss "
                  f"{first['style']:.3g} -> {last['style']:.3g}, content loss {last['content']:.3g}"}
