@@ -16,19 +16,17 @@ preserves the digit; training never sees them.
 
 from __future__ import annotations
 
-import io
 import os
 import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 
 from atelier.data.base import DataError, ImageDataset
+from atelier.report.grid import png_bytes
 
 #: Digit and background colours of the ``colour`` style (RGB).
 FOREGROUND, BACKGROUND = (255, 190, 40), (25, 45, 110)
@@ -109,13 +107,6 @@ def mnist_domains(style: str = "thick", *, n: int | None = 5000, n_test: int | N
     return MnistDomains(style, **out)
 
 
-def _png_bytes(image: torch.Tensor) -> bytes:
-    array = image.permute(1, 2, 0).numpy()  # (H, W, C)
-    buffer = io.BytesIO()
-    Image.fromarray(array[..., 0] if array.shape[2] == 1 else np.ascontiguousarray(array)).save(buffer, "PNG")
-    return buffer.getvalue()
-
-
 def write_domain_folders(domains: MnistDomains, out: str | os.PathLike, *, overwrite: bool = False) -> Path:
     """Write ``out/{a,b}/{train,test}/<digit>/<mnist index>.png`` (loadable with ``folder:out/a``, whose
     train/test layout picks the split) and ``out/README.txt``. Written into a temporary folder and
@@ -132,7 +123,7 @@ def write_domain_folders(domains: MnistDomains, out: str | os.PathLike, *, overw
                 for image, label, index in zip(data.images, data.labels.tolist(), data.meta["source_index"]):
                     folder = tmp / domain / split / str(label)
                     folder.mkdir(parents=True, exist_ok=True)
-                    (folder / f"{index:05d}.png").write_bytes(_png_bytes(image))
+                    (folder / f"{index:05d}.png").write_bytes(png_bytes(image))
         (tmp / "README.txt").write_text(
             f"Unpaired MNIST domains. a: plain digits; b: style '{domains.style}'. A and B come from disjoint "
             f"halves of each MNIST split (file names are MNIST indices), so there are no pairs.\n"

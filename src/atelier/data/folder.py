@@ -40,7 +40,7 @@ _SHOWN_FAILURES = 5
 
 
 @contextlib.contextmanager
-def _strict_pil() -> Iterator[None]:
+def strict_pil() -> Iterator[None]:
     """Make PIL fail loudly: no silently-padded truncated images, decompression-bomb warnings raise.
 
     ``ImageFile.LOAD_TRUNCATED_IMAGES`` is process-global and may have been switched on by other
@@ -113,7 +113,7 @@ def _fit_square(im: Image.Image, resolution: int) -> Image.Image:
 def decode_image(path: Path, resolution: int, *, max_pixels: int | None = MAX_PIXELS) -> np.ndarray:
     """One image file -> uint8 (R, R) grey or (R, R, 3) RGB. Raises on anything unreadable or too large.
 
-    Call inside :func:`_strict_pil` so truncated files and PIL's own bomb warnings raise too.
+    Call inside :func:`strict_pil` so truncated files and PIL's own bomb warnings raise too.
     """
     with Image.open(path, formats=_FORMATS) as im:  # reads the header only
         w, h = im.size
@@ -184,7 +184,7 @@ def load_folder(
     arrays: list[np.ndarray] = []
     labels: list[int] = []
     failures: list[tuple[Path, str]] = []
-    with _strict_pil():
+    with strict_pil():
         for split_root, file in tqdm(files, desc=f"decoding {root.name}", unit="img", disable=not progress):
             try:
                 arrays.append(decode_image(file, resolution, max_pixels=max_pixels))
@@ -236,7 +236,7 @@ def read_image(path: str | os.PathLike, *, size: int | None = None, max_pixels: 
     if not p.is_file():
         raise FileNotFoundError(f"image not found: {p}")
     try:
-        with _strict_pil(), Image.open(p, formats=_FORMATS) as im:
+        with strict_pil(), Image.open(p, formats=_FORMATS) as im:
             w, h = im.size
             if max_pixels is not None and w * h > max_pixels:
                 raise DataError(f"declares {w}x{h} pixels, over the limit of {max_pixels:,}")

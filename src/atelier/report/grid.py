@@ -38,16 +38,21 @@ def to_pil(image: torch.Tensor) -> Image.Image:
     return Image.fromarray(array[:, :, 0] if array.shape[2] == 1 else np.ascontiguousarray(array))
 
 
-def save_image(image: torch.Tensor, path: str | Path, *, scale: int = 1) -> Path:
-    """Write one (C, H, W) image as PNG atomically; ``scale`` enlarges it with nearest-neighbour."""
-    from atelier.train.checkpoint import atomic_write_bytes
-
+def png_bytes(image: torch.Tensor, *, scale: int = 1) -> bytes:
+    """One (C, H, W) uint8 or [-1, 1] image -> PNG bytes (grey or RGB); ``scale`` enlarges it."""
     pil = to_pil(image)
     if scale > 1:
         pil = pil.resize((pil.width * scale, pil.height * scale), Image.NEAREST)
     buf = io.BytesIO()
     pil.save(buf, format="PNG")
-    atomic_write_bytes(Path(path), buf.getvalue())
+    return buf.getvalue()
+
+
+def save_image(image: torch.Tensor, path: str | Path, *, scale: int = 1) -> Path:
+    """Write one (C, H, W) image as PNG atomically; ``scale`` enlarges it with nearest-neighbour."""
+    from atelier.train.checkpoint import atomic_write_bytes
+
+    atomic_write_bytes(Path(path), png_bytes(image, scale=scale))
     return Path(path)
 
 

@@ -12,19 +12,17 @@ atomically, so an interruption leaves no half-written file.
 
 from __future__ import annotations
 
-import io
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
-from PIL import Image
 from tqdm.auto import tqdm
 
 from atelier.data import DataError, to_float, to_uint8
-from atelier.data.folder import IMAGE_EXTENSIONS, _strict_pil, decode_image, scan_images
+from atelier.data.folder import IMAGE_EXTENSIONS, strict_pil, decode_image, scan_images
 from atelier.data.resize import convert_channels
+from atelier.report.grid import png_bytes
 
 
 @dataclass
@@ -43,14 +41,6 @@ def translate_images(model, images: torch.Tensor, direction: str = "a2b", *, bat
     elif images.shape[1] != model.input_channels(direction):
         images = to_float(convert_channels(to_uint8(images), model.input_channels(direction)))
     return model.translate(images, direction, batch_size=batch_size, use_ema=use_ema)
-
-
-def _png(image: torch.Tensor) -> bytes:
-    """uint8 (C, H, W) -> PNG bytes (grey or RGB)."""
-    array = image.permute(1, 2, 0).numpy()
-    buffer = io.BytesIO()
-    Image.fromarray(array[..., 0] if array.shape[2] == 1 else np.ascontiguousarray(array)).save(buffer, "PNG")
-    return buffer.getvalue()
 
 
 def output_paths(inputs: list[Path], root: Path | None, out_dir: Path) -> list[Path]:
@@ -96,7 +86,7 @@ def translate_paths(model, source: str | os.PathLike, out_dir: str | os.PathLike
     bar = tqdm(total=len(inputs), desc=f"translate {direction}", unit="img", disable=not progress)
     for start in range(0, len(inputs), batch_size):
         batch, batch_targets = [], []
-        with _strict_pil():
+        with strict_pil():
             for path, target in zip(inputs[start : start + batch_size], targets[start : start + batch_size]):
                 try:
                     array = decode_image(path, size)  # (R, R) grey or (R, R, 3) RGB, uint8
@@ -113,7 +103,7 @@ def translate_paths(model, source: str | os.PathLike, out_dir: str | os.PathLike
                                                          use_ema=use_ema))
             for image, target in zip(translated, batch_targets):
                 target.parent.mkdir(parents=True, exist_ok=True)
-                atomic_write_bytes(target, _png(image))
+                atomic_write_bytes(target, png_bytes(image))
                 report.written.append(target)
         bar.update(min(batch_size, len(inputs) - start))
     bar.close()
