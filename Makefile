@@ -16,6 +16,7 @@ demo: $(VENV)/.installed
 	$(BIN)/atelier demo
 
 test: $(VENV)/.installed
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -m "not slow" -q
 
 test-slow: $(VENV)/.installed

@@ -79,7 +79,7 @@ def test_accuracy(model: DigitClassifier, test) -> float:
 
 def write_subset(images: torch.Tensor, labels: torch.Tensor, root: Path) -> Path:
     """The labelled subset as a class-folder dataset (what a user would point the GAN at)."""
-    from atelier.report.grid import save_image
+    from atelier.data.images import save_image
 
     for i, (image, label) in enumerate(zip(images, labels.tolist())):
         path = root / str(label) / f"{i:04d}.png"
@@ -89,16 +89,16 @@ def write_subset(images: torch.Tensor, labels: torch.Tensor, root: Path) -> Path
 
 
 def train_generator(subset_dir: Path, out: Path, steps: int, augment: str) -> Path:
-    from atelier.train import DataConfig, TrainConfig, train_model
+    from atelier.train import DataConfig, GANTrainConfig, train_model
 
-    from atelier.pretrained import resolve_pretrained
+    from atelier.models.pretrained import resolve_pretrained
 
     try:
         resolve_pretrained(out)
         return out  # a finished run of the same settings (the folder name holds them): reuse it
     except (FileNotFoundError, ValueError):
         pass
-    train = TrainConfig(steps=steps, batch_size=64, seed=0, augment=augment, progress=False, sample_every=steps,
+    train = GANTrainConfig(steps=steps, batch_size=64, seed=0, augment=augment, progress=False, sample_every=steps,
                         checkpoint_every=steps, log_every=100)
     train_model("dcgan", data=DataConfig(name=f"folder:{subset_dir}", resolution=28, channels=1), train=train,
                 out=out, conditional=True, model_kwargs=dict(latent_dim=64, g_width=32, d_width=32))
@@ -133,7 +133,7 @@ def main() -> None:
 
     synth = None
     if any(c in ("generative", "both") for c in conditions):
-        from atelier.augment.generative import generate_labelled
+        from atelier.creative.generative import generate_labelled
 
         start = time.perf_counter()
         subset_dir = write_subset(train.images[idx], real_y, out / "subset")

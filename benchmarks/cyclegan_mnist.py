@@ -50,7 +50,7 @@ def main() -> None:
     from atelier.data.domains import mnist_domains, write_domain_folders
     from atelier.metrics.translation import evaluate_translation, fit_judges
     from atelier.models import load_pretrained
-    from atelier.registry import create_model
+    from atelier.models.registry import create_model
 
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(args.out or tmp)

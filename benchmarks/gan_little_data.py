@@ -36,13 +36,14 @@ from atelier.config import environment, to_dict
 from atelier.data import ImageDataset, load_dataset, to_uint8
 from atelier.metrics import EvalConfig, Evaluator
 from atelier.metrics.memorisation import novelty
-from atelier.registry import create_model
-from atelier.train import TrainConfig, Trainer
-from atelier.train.checkpoint import latest_checkpoint, load_train_state
-from atelier.train.config import resolve_precision
-from atelier.train.distributed import resolve_device
+from atelier.models.registry import create_model
+from atelier.train import GANTrainConfig, Trainer
+from atelier.models.pretrained import latest_checkpoint
+from atelier.train.checkpoint import load_train_state
+from atelier.device import resolve_precision
+from atelier.device import resolve_device
 from atelier.train.evaluation import EvalHook
-from atelier.train.steps import GANStep
+from atelier.train.steps.gan import GANStep
 
 MODES = ("none", "diffaugment", "ada")
 
@@ -63,7 +64,7 @@ def class_balanced_subset(data: ImageDataset, size: int, seed: int) -> ImageData
 def train_one(subset: ImageDataset, mode: str, seed: int, args, evaluator: Evaluator, out: Path) -> dict:
     device = resolve_device(args.device)
     policy = args.diffaugment_policy if mode == "diffaugment" else None
-    cfg = TrainConfig(steps=args.steps, batch_size=args.batch_size, seed=seed, augment=mode, augment_policy=policy,
+    cfg = GANTrainConfig(steps=args.steps, batch_size=args.batch_size, seed=seed, augment=mode, augment_policy=policy,
                       ada_kimg=args.ada_kimg, ada_target=args.ada_target,
                       precision=resolve_precision(args.precision, device), device=str(device),
                       log_every=args.log_every, sample_every=args.steps, checkpoint_every=args.steps,

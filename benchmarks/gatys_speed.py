@@ -29,7 +29,7 @@ import time
 
 import torch
 
-from atelier.data.folder import read_image
+from atelier.data.images import read_image
 from atelier.data.photos import photo_path
 from atelier.models.vgg import VGGFeatures, layer_names
 from atelier.style.gatys import GatysConfig, StyleLoss, gatys_transfer, resize_longer

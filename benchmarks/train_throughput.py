@@ -64,12 +64,11 @@ def run_variant(variant: str, model_name: str, batch_size: int, steps: int, repe
             ref.step(data[idx].float().div(127.5).sub(1))
     else:
         from atelier.train.batches import BatchSampler
-        from atelier.train.config import TrainConfig
-        from atelier.train.steps import GANStep
+        from atelier.train.steps.gan import GANStep, GANTrainConfig
 
         precision, channels_last, compile_ = VARIANTS[variant]
-        cfg = TrainConfig(batch_size=batch_size, precision=precision, channels_last=channels_last,
-                          compile=compile_, tensorboard=False, progress=False)
+        cfg = GANTrainConfig(batch_size=batch_size, precision=precision, channels_last=channels_last,
+                             compile=compile_, tensorboard=False, progress=False)
         torch.manual_seed(0)
         gan = create_model(model_name)
         step = GANStep(gan, cfg, torch.device("cpu"))

@@ -1,12 +1,13 @@
 """Atelier: image generation and creativity on PyTorch.
 
-The package layout follows the data flow::
+The package layout follows the data flow (each layer imports only from those below it; the contract
+is in pyproject.toml and checked by ``lint-imports``)::
 
-    data -> augment -> models -> objectives -> train -> creative / style / metrics -> report -> serve
+    io, device -> config -> data -> report -> augment -> objectives -> models -> metrics -> train
+        -> creative, style -> pipelines -> demo -> serve -> cli
 """
 
-__version__ = "0.1.0"
-
-from atelier.registry import create_model, list_models, register_model  # noqa: E402
+from atelier._version import __version__
+from atelier.models.registry import create_model, list_models, register_model  # noqa: E402
 
 __all__ = ["__version__", "create_model", "list_models", "register_model"]

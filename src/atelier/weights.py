@@ -12,7 +12,7 @@ They all follow the same rules, gathered here:
 * **Offline.** When the file is neither given nor cached and cannot be downloaded, the error names the
   file, the URL and the path to put it at (:meth:`WeightSpec.advice`).
 * **Reading** never unpickles code: ``.pth`` files go through ``torch.load(weights_only=True)``;
-  ``.safetensors`` files are read with their metadata. :func:`save_state_dict` writes safetensors
+  ``.safetensors`` files are read with their metadata. :func:`atelier.io.save_tensors` writes safetensors
   atomically, so a cache never holds half a file.
 * **Checking** a state dict against the shapes a model expects (:func:`check_state_dict`) lists what
   is missing, unexpected and mis-shaped in one message, instead of failing on the first key.
@@ -21,15 +21,15 @@ They all follow the same rules, gathered here:
 from __future__ import annotations
 
 import os
-import tempfile
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from atelier.data.base import DataError
+from atelier.data.base import DataError, Message, Option
 from atelier.data.download import DownloadError, cache_dir, download_file, sha256_stream
+from atelier.io import read_safetensors
 
 __all__ = [
     "WeightSpec",
@@ -41,8 +41,6 @@ __all__ = [
     "hash_matches",
     "locate_weights",
     "read_state_dict",
-    "read_safetensors",
-    "save_state_dict",
     "sha256_file",
     "weights_dir",
 ]
@@ -55,12 +53,12 @@ class WeightsUnavailableError(DataError):
     """The weight file is not at hand: not cached with ``download=False``, or the download failed.
 
     Unlike a damaged file or a checksum mismatch, this is what a fallback may paper over. ``url``,
-    ``dest`` and ``reason`` are kept for the caller's own advice.
+    ``dest`` and ``reason`` (plain text) are kept for the caller's own advice.
     """
 
-    def __init__(self, message: str, *, url: str, dest: Path, reason: str) -> None:
+    def __init__(self, message: str | Message, *, url: str, dest: Path, reason: str | Message) -> None:
         super().__init__(message)
-        self.url, self.dest, self.reason = url, dest, reason
+        self.url, self.dest, self.reason = url, dest, str(reason)
 
 
 @dataclass(frozen=True)
@@ -75,7 +73,8 @@ class WeightSpec:
         what: a short name for messages, e.g. ``"InceptionV3 FID weights"``.
         url_env: environment variable that overrides ``url`` (e.g. an internal mirror).
         purpose: first sentence of the offline advice (why the file is needed).
-        hint: appended to "Download it from URL and put it at PATH" (other ways to supply it).
+        hint: appended to "Download it from URL and put it at PATH" (other ways to supply it); a
+            :class:`~atelier.data.base.Message` when it names a setting.
     """
 
     filename: str
@@ -84,7 +83,7 @@ class WeightSpec:
     what: str
     url_env: str | None = None
     purpose: str = ""
-    hint: str = "."
+    hint: str | Message = "."
 
     def resolve_url(self, url: str | None = None) -> str:
         """``url`` if given, else ``$url_env`` if set, else the default URL."""
@@ -94,10 +93,10 @@ class WeightSpec:
         """Where the file lives in the cache (the folder is created on demand)."""
         return weights_dir() / self.filename
 
-    def advice(self, url: str, dest: Path) -> str:
-        """How to supply the file by hand: which file, from where, to where."""
+    def advice(self, url: str, dest: Path) -> Message:
+        """How to supply the file by hand: which file, from where, to where (``str()`` it for plain text)."""
         purpose = self.purpose or f"This needs the {self.what} ({self.filename})."
-        return f"{purpose} Download it from {url} and put it at {dest}{self.hint}"
+        return Message(f"{purpose} Download it from {url} and put it at {dest}", self.hint)
 
 
 def weights_dir() -> Path:
@@ -123,16 +122,19 @@ def check_sha256(path: Path, expected: str, *, what: str, note: str = "") -> str
     """Raise DataError unless ``path``'s SHA-256 matches ``expected`` (full or prefix); return it.
 
     ``note`` is added to the advice on passing ``verify=False`` (e.g. what different weights imply).
+    The message names ``verify=False`` and ``sha256=`` as :class:`~atelier.data.base.Option` s (keys
+    ``no_verify_weights`` and ``weights_sha256``).
     """
     actual = sha256_file(path)
     if not hash_matches(actual, expected):
         kind = "sha256" if len(expected) >= 64 else "sha256 starting with"
-        raise DataError(
+        raise DataError(Message(
             f"{path}: not the expected {what}: sha256 {actual}, expected {kind} {expected}. "
-            f"The file may be damaged or a different conversion; pass verify=False to use deliberately "
-            f"different weights{note}"
-            + (" or sha256= of your converted file." if Path(path).suffix == ".safetensors" else ".")
-        )
+            f"The file may be damaged or a different conversion; pass ", Option("no_verify_weights", "verify=False"),
+            f" to use deliberately different weights{note}",
+            *((" or ", Option("weights_sha256", "sha256="), " of your converted file.")
+              if Path(path).suffix == ".safetensors" else (".",)),
+        ))
     return actual
 
 
@@ -202,7 +204,8 @@ def locate_weights(
         if not p.is_file():
             if not download:
                 raise WeightsUnavailableError(
-                    f"{spec.filename} is not in the cache and download=False. " + spec.advice(url, p),
+                    Message(f"{spec.filename} is not in the cache and ", Option("downloads_off", "download=False"),
+                            ". ", spec.advice(url, p)),
                     url=url, dest=p, reason="not cached and download=False",
                 )
             return fetch(spec, p, url=url, sha256=expected if check else None)  # checked before it appears
@@ -226,41 +229,6 @@ def read_state_dict(path: Path, *, what: str = "weights") -> dict[str, torch.Ten
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise DataError(f"{path}: expected a state_dict (a dict of tensors), got {type(state).__name__}")
     return state
-
-
-def read_safetensors(
-    path: Path, *, keys: Iterable[str] | None = None, what: str = "weights"
-) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """(tensors, metadata) of a safetensors file; only ``keys`` (those present) are read when given."""
-    from safetensors import safe_open
-
-    try:
-        with safe_open(str(path), framework="pt", device="cpu") as f:
-            present = set(f.keys())
-            names = sorted(present) if keys is None else [k for k in keys if k in present]
-            return {k: f.get_tensor(k) for k in names}, dict(f.metadata() or {})
-    except Exception as exc:  # header and I/O errors come as several types
-        raise DataError(f"{path}: cannot read {what} ({type(exc).__name__}: {exc})") from exc
-
-
-def save_state_dict(tensors: Mapping[str, torch.Tensor], path: Path, *, metadata: Mapping[str, str] | None = None) -> Path:
-    """Write tensors (and string metadata) as safetensors atomically: a temp file, then a rename."""
-    from safetensors.torch import save_file
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        # safetensors refuses views and shared storage: give it contiguous CPU copies
-        save_file({k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}, str(tmp),
-                  metadata=dict(metadata) if metadata else None)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
 
 
 def few(items: list[str], n: int = 4, sep: str = ", ") -> str:

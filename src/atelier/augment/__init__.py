@@ -5,8 +5,8 @@
   :mod:`folder` (augment a labelled folder of images, with a contact sheet).
 - Differentiable augmentation for GANs on little data: :mod:`diffaugment` (DiffAugment) and :mod:`ada`
   (adaptive discriminator augmentation), used by ``atelier train gan --augment diffaugment|ada``.
-- Generative augmentation: :mod:`generative` (labelled samples from a conditional GAN or VAE,
-  optionally filtered by a classifier's confidence).
+- Generative augmentation (labelled samples from a conditional GAN or VAE, optionally filtered by a
+  classifier's confidence) needs trained models, so it lives a layer up, in :mod:`atelier.creative.generative`.
 """
 
 from atelier.augment.mix import MixResult, cutmix, mixup

@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 
 from atelier.augment.pipeline import Pipeline, default_pipeline
 from atelier.data.base import DataError
-from atelier.data.folder import IMAGE_EXTENSIONS, read_image, scan_images
+from atelier.data.images import IMAGE_EXTENSIONS, output_names, read_image, scan_images
 
 SHEET_ROWS = 16
 SHEET_COLUMNS = 8  # augmentations shown per row at most
@@ -75,18 +75,10 @@ def check_dirs(root: Path, out: Path) -> None:
 
 
 def output_stems(root: Path, files: list[Path]) -> dict[Path, Path]:
-    """Each file -> its output path without suffix. ``a.png`` and ``a.jpg`` in one folder would both give
-    ``a_aug0.png``: such stems get the extension added (``a_png``, ``a_jpg``)."""
-    groups: dict[tuple[Path, str], list[Path]] = {}
-    for f in files:
-        rel = f.relative_to(root)
-        groups.setdefault((rel.parent, rel.stem.lower()), []).append(rel)
-    stems: dict[Path, Path] = {}
-    for (parent, _), rels in groups.items():
-        for rel in rels:
-            stem = rel.stem if len(rels) == 1 else f"{rel.stem}_{rel.suffix[1:].lower()}"
-            stems[root / rel] = parent / stem
-    return stems
+    """Each file -> its output path without suffix (the copies add ``_augK.png``), by the naming policy
+    of :func:`atelier.data.images.output_names`: ``a.jpg`` next to ``a.png`` becomes ``a_jpg``."""
+    names = output_names([f.relative_to(root) for f in files])
+    return {f: name.with_suffix("") for f, name in zip(files, names)}
 
 
 def _sheet_order(root: Path, files: list[Path]) -> list[Path]:
@@ -117,7 +109,8 @@ def _tile(image: torch.Tensor, side: int) -> torch.Tensor:
 
 def write_contact_sheet(rows: list[torch.Tensor], path: Path) -> Path:
     """``rows``: uint8 (1 + k, C, H, W) stacks (original first); one PNG grid, one row per stack."""
-    from atelier.report.grid import make_grid, save_image
+    from atelier.report.grid import make_grid
+    from atelier.data.images import save_image
 
     side = min(SHEET_TILE, max(max(r.shape[-2:]) for r in rows))
     columns = max(r.shape[0] for r in rows)
@@ -157,8 +150,8 @@ def augment_folder(
     docstring). ``pipeline`` None uses :func:`default_pipeline` sized for the first image. ``contact_sheet``:
     True for :func:`default_sheet_path`, a path, or False for none. Raises only when nothing could be read."""
     from atelier.config import environment
-    from atelier.report.grid import save_image
-    from atelier.train.checkpoint import atomic_write_bytes, atomic_write_json
+    from atelier.data.images import save_image
+    from atelier.io import atomic_write_bytes, atomic_write_json
 
     if isinstance(copies, bool) or not isinstance(copies, int) or copies < 1:
         raise ValueError(f"copies must be a positive integer, got {copies!r}")

@@ -1,5 +1,8 @@
 """Named augmentation ops: a registry of kornia augmentations, each with a probability and strengths.
 
+(Over ~400 lines on purpose: thirteen small ops, each a sampler plus an application, registered in one
+table; split across files they would scatter the registry the CLI lists and the configs name.)
+
 Every op is a parameter sampler plus a deterministic application (kornia's design), so what was
 drawn can be recorded and applied again -- to the same images, to their masks, or to other images
 of the same shape. :class:`AugmentOp` wraps one configured op:

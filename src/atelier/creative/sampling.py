@@ -1,49 +1,16 @@
-"""Drawing samples from a trained model and writing them as a PNG grid or an ``.npz`` array."""
+"""Writing samples (:func:`atelier.models.sampling.sample_images`) as a PNG grid or an ``.npz`` array."""
 
 from __future__ import annotations
 
 import io
 import math
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from atelier.data.base import to_uint8
+from atelier.io import atomic_write_bytes
+from atelier.models.sampling import SampleSet, sample_images  # noqa: F401 - part of this module's API
 from atelier.report.grid import save_grid
-from atelier.train.checkpoint import atomic_write_bytes
-
-
-@dataclass
-class SampleSet:
-    images: torch.Tensor  # (N, C, H, W) uint8
-    labels: torch.Tensor | None  # (N,) int64 for conditional models
-
-
-def sample_images(
-    model, n: int, *, seed: int = 0, label: int | None = None, truncation: float | None = None,
-    batch_size: int = 500,
-) -> SampleSet:
-    """``n`` samples from ``model`` (anything with ``sample(n, labels=, generator=, truncation=)``),
-    reproducible from ``seed``. ``label`` fixes the class of a conditional model; otherwise the
-    classes cycle 0, 1, ..., K-1 so every class is shown."""
-    if n < 1:
-        raise ValueError(f"n must be at least 1, got {n}")
-    conditional = getattr(model, "conditional", False)
-    if label is not None and not conditional:
-        raise ValueError("--label needs a class-conditional model; this one is unconditional")
-    generator = torch.Generator().manual_seed(seed)
-    labels = None
-    if conditional:
-        k = model.config.num_classes  # the model itself checks that labels lie in 0..k-1
-        labels = torch.full((n,), label, dtype=torch.long) if label is not None else torch.arange(n) % k
-    chunks = []
-    for i in range(0, n, batch_size):
-        part = labels[i : i + batch_size] if labels is not None else None
-        m = min(batch_size, n - i)
-        chunks.append(to_uint8(model.sample(m, labels=part, generator=generator, truncation=truncation)))
-    return SampleSet(torch.cat(chunks), labels)
 
 
 def save_samples(samples: SampleSet, out: str | Path, *, nrow: int | None = None) -> Path:

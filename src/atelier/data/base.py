@@ -2,13 +2,92 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import torch
 
 
+@dataclass(frozen=True)
+class Option:
+    """A setting an error message names, e.g. the ``verify=False`` in "pass verify=False to ...".
+
+    Attributes:
+        key: which setting (and choice) it is, e.g. ``"no_verify_weights"``, so that a front end with
+            its own spelling (the CLI's flags) can put that in instead; see :meth:`Message.render`.
+        text: how the Python API spells it in this message, e.g. ``"verify=False"``.
+    """
+
+    key: str
+    text: str
+
+
+class Message:
+    """Text in parts, some of them :class:`Option` s; ``str()`` spells every option as the Python API does.
+
+    Concatenating with ``+`` (with a str or another Message) keeps the parts, so advice assembled from
+    pieces can still be re-spelled. f-strings and ``str()`` give plain text.
+    """
+
+    __slots__ = ("parts",)
+
+    def __init__(self, *parts: str | Option | Message) -> None:
+        flat: list[str | Option] = []
+        for part in parts:
+            for p in part.parts if isinstance(part, Message) else (part,):
+                if isinstance(p, str) and flat and isinstance(flat[-1], str):
+                    flat[-1] += p
+                elif p != "":
+                    flat.append(p)
+        self.parts: tuple[str | Option, ...] = tuple(flat)
+
+    @property
+    def options(self) -> tuple[Option, ...]:
+        """The options named, in order."""
+        return tuple(p for p in self.parts if isinstance(p, Option))
+
+    def render(self, spell: Callable[[Option], str | None] | None = None) -> str:
+        """The text, each option spelled by ``spell`` (None from it, or no ``spell``: the Python spelling)."""
+        return "".join(p if isinstance(p, str) else ((spell(p) if spell else None) or p.text) for p in self.parts)
+
+    def __str__(self) -> str:
+        return self.render()
+
+    def __repr__(self) -> str:
+        return f"Message{self.parts!r}"
+
+    def __add__(self, other: object) -> Message:
+        return Message(self, other) if isinstance(other, (str, Option, Message)) else NotImplemented
+
+    def __radd__(self, other: object) -> Message:
+        return Message(other, self) if isinstance(other, (str, Option)) else NotImplemented
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Message) and other.parts == self.parts
+
+    def __hash__(self) -> int:
+        return hash(self.parts)
+
+    def __iter__(self) -> Iterator[str | Option]:
+        return iter(self.parts)
+
+
 class DataError(ValueError):
-    """Bad or missing data. The message names the file or setting at fault and what to do."""
+    """Bad or missing data. The message names the file or setting at fault and what to do.
+
+    The message may be a :class:`Message`: ``str(exc)`` then spells the settings it names as the
+    Python API does (``verify=False``), and ``exc.message.render(spell)`` lets a front end spell them
+    its own way (the CLI: ``--no-verify-weights``). ``exc.options`` lists them.
+    """
+
+    def __init__(self, message: str | Message = "", *args: object) -> None:
+        self.message = message if isinstance(message, Message) else Message(str(message))
+        super().__init__(str(message), *args)
+
+    @property
+    def options(self) -> tuple[Option, ...]:
+        """The settings the message names (what would help, or what caused it)."""
+        return self.message.options
 
 
 @dataclass
@@ -23,7 +102,7 @@ class ImageDataset:
     """
 
     images: torch.Tensor
-    labels: torch.Tensor | None = None
+    labels: torch.Tensor | None
     classes: list[str] | None = None
     name: str = "dataset"
     meta: dict = field(default_factory=dict)
@@ -73,3 +152,12 @@ def to_float(images: torch.Tensor) -> torch.Tensor:
 def to_uint8(images: torch.Tensor) -> torch.Tensor:
     """float [-1, 1] -> uint8 [0, 255], rounding and clamping."""
     return images.detach().float().add(1.0).mul_(127.5).round_().clamp_(0, 255).to(torch.uint8)
+
+
+@dataclass
+class Batch:
+    """What the trainer feeds a step: (B, C, H, W) float images on the training device (in [-1, 1]
+    unless a family says otherwise), and (B,) int64 labels or None."""
+
+    images: torch.Tensor
+    labels: torch.Tensor | None

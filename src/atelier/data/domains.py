@@ -25,8 +25,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from atelier.data.base import DataError, ImageDataset
-from atelier.report.grid import png_bytes
+from atelier.data.base import DataError, ImageDataset, Message, Option
+from atelier.data.images import png_bytes
 
 #: Digit and background colours of the ``colour`` style (RGB).
 FOREGROUND, BACKGROUND = (255, 190, 40), (25, 45, 110)
@@ -113,7 +113,8 @@ def write_domain_folders(domains: MnistDomains, out: str | os.PathLike, *, overw
     renamed into place, so a failure leaves nothing half-written."""
     out = Path(out).expanduser()
     if out.exists() and any(out.iterdir()) and not overwrite:
-        raise DataError(f"{out} exists and is not empty; choose another folder or pass overwrite=True")
+        raise DataError(Message(f"{out} exists and is not empty; choose another folder or pass ",
+                                Option("overwrite", "overwrite=True")))
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp"))
     try:

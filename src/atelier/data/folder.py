@@ -16,115 +16,19 @@ is ``resolution`` and centre-cropped to a square. The result is 3-channel if any
 
 from __future__ import annotations
 
-import contextlib
 import os
 import warnings
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageFile, ImageOps
 from tqdm import tqdm
 
-from atelier.data.base import DataError, ImageDataset
+from atelier.data.base import DataError, ImageDataset, Message, Option
+from atelier.data.images import IMAGE_EXTENSIONS, MAX_PIXELS, decode_image, scan_images, strict_pil
 from atelier.data.resize import check_resolution
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
-#: Refuse images declaring more pixels than this (width * height), checked from the header before decoding.
-MAX_PIXELS = 50_000_000
-# The only decoders PIL may use, whatever a file's name says (the JPEG one also opens multi-picture "MPO" files).
-_FORMATS = ("PNG", "JPEG", "WEBP", "BMP")
-_GREY_MODES = {"1", "L", "LA", "La", "I", "F"}
 _SHOWN_FAILURES = 5
-
-
-@contextlib.contextmanager
-def strict_pil() -> Iterator[None]:
-    """Make PIL fail loudly: no silently-padded truncated images, decompression-bomb warnings raise.
-
-    ``ImageFile.LOAD_TRUNCATED_IMAGES`` is process-global and may have been switched on by other
-    code; it is forced off here and restored afterwards.
-    """
-    saved = ImageFile.LOAD_TRUNCATED_IMAGES
-    ImageFile.LOAD_TRUNCATED_IMAGES = False
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            yield
-    finally:
-        ImageFile.LOAD_TRUNCATED_IMAGES = saved
-
-
-def _is_hidden(name: str) -> bool:
-    return name.startswith(".")
-
-
-def scan_images(root: Path) -> list[Path]:
-    """Image files under ``root`` (recursive, sorted, extension matched case-insensitively)."""
-    found: list[Path] = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if not _is_hidden(d))  # prune hidden, walk in order
-        for name in sorted(filenames):
-            if not _is_hidden(name) and name.lower().endswith(IMAGE_EXTENSIONS):
-                found.append(Path(dirpath) / name)
-    return found
-
-
-def _is_grey_palette(im: Image.Image) -> bool:
-    palette = im.getpalette()
-    if not palette:
-        return False
-    rgb = np.asarray(palette, dtype=np.uint8).reshape(-1, 3)
-    return bool((rgb[:, 0] == rgb[:, 1]).all() and (rgb[:, 1] == rgb[:, 2]).all())
-
-
-def _to_grey_or_rgb(im: Image.Image) -> Image.Image:
-    """Convert any decoded mode to "L" or "RGB".
-
-    * Transparency (alpha channel or a tRNS colour key) is composited onto white: transparent
-      backgrounds of logos and sprites become white, not black.
-    * 16-bit grey ("I;16*" / "I") is scaled 0..65535 -> 0..255; PIL's own convert("L") would clip.
-    * Palette images become grey if every palette entry is grey, else RGB. CMYK etc. become RGB.
-    """
-    mode = im.mode
-    grey = mode in _GREY_MODES or mode.startswith("I;16") or (mode in ("P", "PA") and _is_grey_palette(im))
-    if mode in ("L", "RGB") and "transparency" not in im.info:
-        return im
-    if mode.startswith("I;16") or mode == "I":
-        values = np.asarray(im).astype(np.float64)  # (H, W), 0..65535
-        return Image.fromarray(np.clip(np.rint(values / 257.0), 0, 255).astype(np.uint8), "L")
-    if "A" in mode or "a" in mode or "transparency" in im.info:
-        rgba = im.convert("RGBA")
-        im = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba).convert("RGB")
-    return im.convert("L" if grey else "RGB")
-
-
-def _fit_square(im: Image.Image, resolution: int) -> Image.Image:
-    """Resize so the shorter side is ``resolution`` and centre-crop, in one resampling step."""
-    w, h = im.size
-    side = min(w, h)
-    left, top = (w - side) / 2, (h - side) / 2
-    box = (left, top, left + side, top + side)
-    # reducing_gap first shrinks large images by an integer factor (fast), then LANCZOS does the rest.
-    return im.resize((resolution, resolution), Image.Resampling.LANCZOS, box=box, reducing_gap=3.0)
-
-
-def decode_image(path: Path, resolution: int, *, max_pixels: int | None = MAX_PIXELS) -> np.ndarray:
-    """One image file -> uint8 (R, R) grey or (R, R, 3) RGB. Raises on anything unreadable or too large.
-
-    Call inside :func:`strict_pil` so truncated files and PIL's own bomb warnings raise too.
-    """
-    with Image.open(path, formats=_FORMATS) as im:  # reads the header only
-        w, h = im.size
-        if max_pixels is not None and w * h > max_pixels:
-            raise DataError(
-                f"declares {w}x{h} = {w * h:,} pixels, over the limit of {max_pixels:,} (max_pixels); "
-                f"refused without decoding as a possible decompression bomb"
-            )
-        im.load()
-        ImageOps.exif_transpose(im, in_place=True)
-        return np.asarray(_fit_square(_to_grey_or_rgb(im), resolution))
 
 
 def _layout(root: Path, split: str) -> tuple[list[Path], list[Path]]:
@@ -191,10 +95,10 @@ def load_folder(
             except Exception as exc:  # noqa: BLE001 - any failure to decode is this file's fault
                 reason = f"{type(exc).__name__}: {exc}" if not isinstance(exc, DataError) else str(exc)
                 if strict:
-                    raise DataError(
-                        f"{file}: cannot use this image: {reason}. Fix or remove the file, or pass "
-                        f"strict=False to skip unreadable images with a warning."
-                    ) from exc
+                    raise DataError(Message(
+                        f"{file}: cannot use this image: {reason}. Fix or remove the file, or ",
+                        Option("not_strict", "pass strict=False"), " to skip unreadable images with a warning.",
+                    )) from exc
                 failures.append((file, reason))
                 continue
             if classes is not None:
@@ -223,36 +127,3 @@ def load_folder(
         name=f"folder:{root.name}:{split}",
         meta={"source": str(root), "split": split, "skipped": len(failures)},
     )
-
-
-def read_image(path: str | os.PathLike, *, size: int | None = None, max_pixels: int | None = MAX_PIXELS) -> torch.Tensor:
-    """One image file -> float (3, H, W) RGB in [0, 1], aspect ratio kept (for style transfer).
-
-    ``size`` resizes so the longer side is ``size`` pixels (LANCZOS). Grey images are repeated to RGB,
-    transparency is composited onto white, EXIF orientation is applied. Unreadable, truncated or
-    oversized files raise :class:`DataError` naming the file.
-    """
-    p = Path(path).expanduser()
-    if not p.is_file():
-        raise FileNotFoundError(f"image not found: {p}")
-    try:
-        with strict_pil(), Image.open(p, formats=_FORMATS) as im:
-            w, h = im.size
-            if max_pixels is not None and w * h > max_pixels:
-                raise DataError(f"declares {w}x{h} pixels, over the limit of {max_pixels:,}")
-            im.load()
-            ImageOps.exif_transpose(im, in_place=True)
-            im = _to_grey_or_rgb(im).convert("RGB")
-            if size is not None:
-                if size < 1:
-                    raise DataError(f"size must be positive, got {size}")
-                scale = size / max(im.size)
-                new = (max(1, round(im.width * scale)), max(1, round(im.height * scale)))
-                if new != im.size:
-                    im = im.resize(new, Image.Resampling.LANCZOS, reducing_gap=3.0)
-            array = np.asarray(im)
-    except DataError as exc:
-        raise DataError(f"{p}: {exc}") from exc
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise DataError(f"{p}: not a readable image ({type(exc).__name__}: {exc})") from exc
-    return torch.from_numpy(array.copy()).permute(2, 0, 1).float() / 255.0

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from atelier.data.base import DataError, ImageDataset
+from atelier.data.base import DataError, ImageDataset, Message, Option
 from atelier.data.download import DownloadError, cache_dir, download_file
 from atelier.data.resize import check_resolution, resize_square
 
@@ -90,11 +90,11 @@ def _find(folder: Path, name: str) -> Path | None:
     return None
 
 
-def _how_to_supply(folder: Path) -> str:
-    return (
+def _how_to_supply(folder: Path) -> Message:
+    return Message(
         f"To use MNIST without downloading, put these four files (gzip'd or not) in {folder}: "
-        f"{', '.join(ALL_FILES)}; or pass `--data-dir DIR` (data_dir=DIR) naming a folder that holds them; "
-        f"or point {BASE_URL_ENV} (base_url=...) at a reachable mirror."
+        f"{', '.join(ALL_FILES)}; or pass ", Option("data_dir", "`--data-dir DIR` (data_dir=DIR)"),
+        f" naming a folder that holds them; or point {BASE_URL_ENV} (base_url=...) at a reachable mirror.",
     )
 
 
@@ -121,7 +121,8 @@ def _locate(
         path = _find(folder, name)
         if path is None:
             if not download:
-                raise DataError(f"MNIST file {name}.gz is not in the cache and download=False. " + _how_to_supply(folder))
+                raise DataError(Message(f"MNIST file {name}.gz is not in the cache and ",
+                                        Option("downloads_off", "download=False"), ". ", _how_to_supply(folder)))
             url = (base_url or os.environ.get(BASE_URL_ENV) or DEFAULT_BASE_URL).rstrip("/") + f"/{name}.gz"
             try:
                 path = download_file(
@@ -141,11 +142,11 @@ def _load_file(path: Path, name: str, *, magic: int, ndim: int, verify: bool, in
         expected = MNIST_SHA256[name]
         if actual != expected:
             fix = "delete it to download it again, or " if in_cache else ""
-            raise DataError(
+            raise DataError(Message(
                 f"{path}: checksum mismatch: expected sha256 {expected} of the decompressed content, got {actual}. "
-                f"The file is damaged or not the original MNIST; {fix}pass verify=False (`--no-verify`) "
-                f"if you modified it deliberately."
-            )
+                f"The file is damaged or not the original MNIST; {fix}pass ",
+                Option("no_verify_data", "verify=False (`--no-verify`)"), " if you modified it deliberately.",
+            ))
     return parse_idx(data, magic=magic, ndim=ndim, source=str(path))
 
 

@@ -7,7 +7,8 @@ from pathlib import Path
 
 from atelier.data.base import DataError, ImageDataset
 from atelier.data.digits import load_digits_dataset
-from atelier.data.folder import MAX_PIXELS, load_folder
+from atelier.data.images import MAX_PIXELS
+from atelier.data.folder import load_folder
 from atelier.data.mnist import load_mnist
 from atelier.data.resize import check_resolution, convert_channels
 

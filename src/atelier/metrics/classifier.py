@@ -117,7 +117,7 @@ def classifier_path(name: str) -> Path:
 
 
 def save_classifier(fitted: FittedClassifier, name: str) -> Path:
-    from atelier.train.checkpoint import atomic_write_json, save_tensors
+    from atelier.io import atomic_write_json, save_tensors
 
     path = classifier_path(name)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -154,7 +154,7 @@ def fit_domain_classifier(dataset: str, *, data_dir: str | None = None, seed: in
 
 def load_classifier(name: str) -> FittedClassifier | None:
     """The cached classifier ``name``, or None when it has not been fitted yet."""
-    from atelier.train.checkpoint import load_tensors
+    from atelier.io import load_tensors
 
     path = classifier_path(name)
     if not path.is_file() or not path.with_suffix(".json").is_file():

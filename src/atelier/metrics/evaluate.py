@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 
 from atelier.data import DataError, load_dataset
+from atelier.data.base import Message, Option
 from atelier.data.resize import convert_channels, resize_square
 from atelier.metrics.c2st import classifier_two_sample_test
 from atelier.metrics.extractors import default_extractor, load_extractor
@@ -104,7 +105,8 @@ class Evaluator:
 
     def __init__(self, cfg: EvalConfig, *, resolution: int, channels: int | None = None, progress: bool = True) -> None:
         if cfg.data is None:
-            raise ValueError("say which real data to compare against (EvalConfig.data, e.g. 'mnist')")
+            raise DataError(Message("say which real data to compare against (", Option("data", "EvalConfig.data"),
+                                    ", e.g. 'mnist')"))
         self.cfg, self.progress = cfg, progress
         t0 = time.perf_counter()
         self.real = load_dataset(cfg.data, resolution=resolution, split=cfg.split, data_dir=cfg.data_dir,
@@ -254,7 +256,8 @@ def evaluate_source(source: str, cfg: EvalConfig, *, progress: bool = True) -> E
     run_data = generated.run_config.get("data", {})
     if cfg.data is None:
         if not run_data:
-            raise ValueError(f"{source}: say which real data to compare against (--data mnist | digits | folder:PATH)")
+            raise DataError(Message(f"{source}: say which real data to compare against (",
+                                    Option("data", "EvalConfig.data"), ": mnist | digits | folder:PATH)"))
         cfg = replace(cfg, data=run_data["name"], data_dir=cfg.data_dir or run_data.get("data_dir"))
     ev = Evaluator(cfg, resolution=generated.images.shape[-1], channels=generated.images.shape[1], progress=progress)
     return ev.evaluate(generated.images, source=str(source))

@@ -38,6 +38,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from atelier.data.base import Message, Option
 from atelier.weights import WeightSpec, check_state_dict, locate_weights, read_state_dict
 
 __all__ = [
@@ -297,9 +298,9 @@ INCEPTION_SPEC = WeightSpec(
         f"FID needs the InceptionV3 FID weights ({INCEPTION_FILENAME}, ported from TensorFlow's "
         f"2015-12-05 graph)."
     ),
-    hint=(
-        ", or pass --inception-weights PATH. Metrics that use a domain-classifier feature extractor work "
-        "offline without it."
+    hint=Message(
+        ", or pass ", Option("inception_weights_path", "--inception-weights PATH"),
+        ". Metrics that use a domain-classifier feature extractor work offline without it.",
     ),
 )
 _MISMATCH_NOTE = " (FID will then not be comparable with published numbers)"

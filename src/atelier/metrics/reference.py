@@ -60,7 +60,7 @@ def compute_reference(data: ImageDataset, extractor: FeatureExtractor, *, split:
                       seed: int = 0, cache: bool = True, batch_size: int = 500, progress: bool = False) -> Reference:
     """Features, statistics and radii of ``n`` images of ``data`` (a seeded subset), from the cache
     when an entry with the same key exists, else computed and (with ``cache``) stored atomically."""
-    from atelier.train.checkpoint import atomic_write_json, load_tensors, save_tensors
+    from atelier.io import atomic_write_json, load_tensors, save_tensors
 
     images = select_images(data, n, seed)
     meta = {

@@ -73,7 +73,8 @@ def _from_npz(path: Path, n: int | None) -> GeneratedSet:
 def _from_folder(path: Path, n: int | None, resolution: int | None) -> GeneratedSet:
     from PIL import Image
 
-    from atelier.data.folder import load_folder, scan_images
+    from atelier.data.folder import load_folder
+    from atelier.data.images import scan_images
 
     if resolution is None:  # keep the images' own size (that of the first one)
         files = scan_images(path)
@@ -88,9 +89,9 @@ def _from_folder(path: Path, n: int | None, resolution: int | None) -> Generated
 
 
 def _from_model(path: Path, n: int, seed: int) -> GeneratedSet:
-    from atelier.creative import sample_images
+    from atelier.models.sampling import sample_images
     from atelier.models import load_pretrained
-    from atelier.pretrained import resolve_pretrained
+    from atelier.models.pretrained import resolve_pretrained
 
     _, config = resolve_pretrained(path)
     samples = sample_images(load_pretrained(path), n, seed=seed)
@@ -109,7 +110,7 @@ def load_generated(source: str | Path, *, n: int | None = 10000, seed: int = 0,
         if path.suffix.lower() != ".npz":
             raise DataError(f"{path}: a file to evaluate must be an .npz with an 'images' array")
         return _from_npz(path, n)
-    from atelier.train.checkpoint import latest_checkpoint
+    from atelier.models.pretrained import latest_checkpoint
 
     if latest_checkpoint(path) is not None:
         if not n:

@@ -1,20 +1,12 @@
-"""Model families. Importing this package registers every built-in model with :mod:`atelier.registry`."""
+"""Networks. Each module defines its model classes and registers its presets with
+:mod:`atelier.models.registry`; ``load_pretrained`` loads a saved model of any family."""
 
 from atelier.models.cyclegan import CycleGAN, CycleGANConfig
-from atelier.models.gan import GAN, GANConfig, Discriminator, Generator
+from atelier.models.gan import GAN, Discriminator, GANConfig, Generator
+from atelier.models.pretrained import load_pretrained
+from atelier.models.registry import create_model, list_models
+from atelier.models.transformer_net import TransformerNet, TransformerNetConfig
 from atelier.models.vae import VAE, VAEConfig
 
-__all__ = ["CycleGAN", "CycleGANConfig", "GAN", "GANConfig", "Discriminator", "Generator", "MODEL_FAMILIES", "VAE", "VAEConfig", "load_pretrained"]
-
-MODEL_FAMILIES = {"cyclegan": CycleGAN, "gan": GAN, "vae": VAE}
-
-
-def load_pretrained(path, *, map_location="cpu"):
-    """Load any saved model (run directory, checkpoint or model directory), whatever its family."""
-    from atelier.pretrained import resolve_pretrained
-
-    ckpt, config = resolve_pretrained(path)
-    family = config.get("model", {}).get("family")
-    if family not in MODEL_FAMILIES:
-        raise ValueError(f"{ckpt}: unknown model family {family!r}")
-    return MODEL_FAMILIES[family].from_pretrained(ckpt, map_location=map_location)
+__all__ = ["CycleGAN", "CycleGANConfig", "Discriminator", "GAN", "GANConfig", "Generator", "TransformerNet",
+           "TransformerNetConfig", "VAE", "VAEConfig", "create_model", "list_models", "load_pretrained"]

@@ -29,8 +29,8 @@ import torch
 from torch import nn
 
 from atelier.models.layers import ResidualBlock, conv_norm_relu, dcgan_init, norm2d
-from atelier.pretrained import PretrainedMixin
-from atelier.registry import register_model
+from atelier.models.pretrained import PretrainedMixin
+from atelier.models.registry import register_model
 
 DIRECTIONS = ("a2b", "b2a")
 
@@ -130,6 +130,7 @@ class PatchDiscriminator(nn.Module):
 
 class CycleGAN(PretrainedMixin, nn.Module):
     family = "cyclegan"
+    tasks = ("translate",)
     config_class = CycleGANConfig
 
     def __init__(self, config: CycleGANConfig) -> None:

@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch import nn
 
 from atelier.models.latents import normal_latents
 from atelier.models.layers import NORMS, dcgan_init, down_block, maybe_spectral, norm2d, start_size, up_block
-from atelier.pretrained import PretrainedMixin
-from atelier.registry import register_model
+from atelier.models.pretrained import PretrainedMixin
+from atelier.models.registry import register_model
 
 LOSSES = ("nonsaturating", "hinge")
 
@@ -32,9 +33,9 @@ class GANConfig:
     max_width_mult: int = 8  # cap on the width multiplier at low resolutions
     num_classes: int = 0  # 0: unconditional
     class_embed_dim: int = 64  # size of the generator's label embedding (conditional only)
-    g_norm: str = "batch"  # batch | none
-    d_norm: str = "batch"  # batch | spectral | none
-    loss: str = "nonsaturating"  # nonsaturating (the BCE of DCGAN) | hinge
+    g_norm: Literal["batch", "none"] = "batch"  # batch | none
+    d_norm: Literal["batch", "spectral", "none"] = "batch"  # batch | spectral | none
+    loss: Literal["nonsaturating", "hinge"] = "nonsaturating"  # nonsaturating (the BCE of DCGAN) | hinge
 
     def __post_init__(self) -> None:
         start_size(self.resolution)  # validates the resolution
@@ -120,6 +121,7 @@ class GAN(PretrainedMixin, nn.Module):
     """
 
     family = "gan"
+    tasks = ("sample", "interpolate")
     config_class = GANConfig
 
     def __init__(self, config: GANConfig) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
@@ -14,13 +15,37 @@ def maybe_spectral(layer: nn.Module, use: bool) -> nn.Module:
     return spectral_norm(layer) if use else layer
 
 
+class InstanceNorm2d(nn.InstanceNorm2d):
+    """Instance normalisation (Ulyanov et al. 2017), by default with a learned per-channel scale and
+    shift (``affine=True``, unlike torch's default). (B, C, H, W) -> (B, C, H, W).
+
+    The same module as ``nn.InstanceNorm2d(channels, affine=affine)`` (same ``weight``/``bias`` state,
+    no running statistics, ``isinstance`` of it), computed as group norm with one group per channel:
+    the same function, but it keeps channels-last input channels-last where torch's instance norm
+    returns a contiguous tensor (so every following conv switches format), which makes networks run
+    channels-last faster on the CPU. Unbatched (C, H, W) input takes torch's path.
+    """
+
+    def __init__(self, num_features: int, eps: float = 1e-5, *, affine: bool = True) -> None:
+        super().__init__(num_features, eps=eps, affine=affine, track_running_stats=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() != 4:
+            return super().forward(x)
+        if x.shape[1] != self.num_features:
+            raise ValueError(f"expected {self.num_features} channels, got input of shape {tuple(x.shape)}")
+        if x.shape[2] * x.shape[3] == 1:  # as torch: a single value per channel has no statistics
+            raise ValueError(f"expected more than 1 spatial element, got input of shape {tuple(x.shape)}")
+        return F.group_norm(x, self.num_features, self.weight, self.bias, self.eps)
+
+
 def norm2d(kind: str, channels: int) -> nn.Module:
-    """The feature normalisation after a conv: batch norm, instance norm (with a learned scale and
-    shift, as in image-to-image networks), or nothing (spectral norm acts on weights)."""
+    """The feature normalisation after a conv: batch norm, instance norm (:class:`InstanceNorm2d`, with
+    a learned scale and shift, as in image-to-image networks), or nothing (spectral norm acts on weights)."""
     if kind == "batch":
         return nn.BatchNorm2d(channels)
     if kind == "instance":
-        return nn.InstanceNorm2d(channels, affine=True)
+        return InstanceNorm2d(channels)
     if kind in ("none", "spectral"):
         return nn.Identity()
     raise ValueError(f"unknown norm {kind!r}; choose from {NORMS + ('instance',)}")
@@ -48,9 +73,11 @@ def down_block(c_in: int, c_out: int, norm: str, *, first: bool = False) -> nn.S
 
 def conv_norm_relu(c_in: int, c_out: int, kernel: int, norm: str, *, stride: int = 1,
                    relu: bool = True) -> nn.Sequential:
-    """Reflection-padded conv, norm, ReLU (the unit of ResNet-style image-to-image networks).
+    """Reflection-padded conv, :func:`norm2d` of kind ``norm``, then ReLU unless ``relu=False``: the unit
+    of ResNet-style image-to-image networks (the fast-style transformer net, the CycleGAN generator).
+    The conv has a bias only without a norm (a norm's shift replaces it).
 
-    (B, c_in, H, W) -> (B, c_out, H/stride, W/stride)."""
+    (B, c_in, H, W) -> (B, c_out, H/stride, W/stride); modules ``0`` conv, ``1`` norm, ``2`` ReLU."""
     conv = nn.Conv2d(c_in, c_out, kernel, stride, kernel // 2, padding_mode="reflect", bias=norm == "none")
     layers: list[nn.Module] = [conv, norm2d(norm, c_out)]
     if relu:
@@ -59,8 +86,9 @@ def conv_norm_relu(c_in: int, c_out: int, kernel: int, norm: str, *, stride: int
 
 
 class ResidualBlock(nn.Module):
-    """x + (conv, norm, ReLU, conv, norm)(x) with reflection padding (Johnson et al. 2016; the
-    CycleGAN generator). (B, C, H, W) -> (B, C, H, W)."""
+    """x + (conv, norm, ReLU, conv, norm)(x) with reflection padding: Johnson et al. (2016)'s block
+    without the final ReLU, as in the fast-style transformer net and the CycleGAN generator.
+    (B, C, H, W) -> (B, C, H, W)."""
 
     def __init__(self, channels: int, kernel: int = 3, norm: str = "instance") -> None:
         super().__init__()

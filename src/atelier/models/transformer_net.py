@@ -21,13 +21,18 @@ stylises 256 px images in real time.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from atelier.pretrained import PretrainedMixin
-from atelier.registry import register_model
+from atelier.models.layers import InstanceNorm2d, ResidualBlock, conv_norm_relu, norm2d
+from atelier.models.pretrained import PretrainedMixin
+from atelier.models.registry import register_model
+
+__all__ = ["InstanceNorm2d", "PRESETS", "TransformerNet", "TransformerNetConfig", "transformer_net",
+           "transformer_net_johnson"]  # InstanceNorm2d (from layers): the norm of this network
 
 UPSAMPLES = ("nearest", "transpose")
 NORMS = ("instance", "none")
@@ -40,8 +45,9 @@ class TransformerNetConfig:
     end_kernel: int = 3  # kernel of the first and last convolutions (Johnson: 9)
     kernel: int = 3  # kernel of every other convolution
     n_down: int = 2  # strided convolutions (and upsamplings); the input is padded to a multiple of 2**n_down
-    upsample: str = "nearest"  # nearest: upsample then conv (no checkerboard) | transpose: transposed conv
-    norm: str = "instance"  # instance: InstanceNorm2d with a learned scale and shift | none
+    upsample: Literal["nearest", "transpose"] = "nearest"  # nearest: upsample then conv (no checkerboard) |
+    # transpose: transposed conv
+    norm: Literal["instance", "none"] = "instance"  # instance: InstanceNorm2d with a learned scale and shift
 
     def __post_init__(self) -> None:
         for name in ("width", "end_kernel", "kernel"):
@@ -81,57 +87,6 @@ PRESETS: dict[str, dict] = {
 }
 
 
-class InstanceNorm2d(nn.Module):
-    """Instance normalisation with a learned per-channel scale and shift (Ulyanov et al. 2017).
-
-    Computed as group norm with one group per channel, which is the same function (and has the same
-    ``weight``/``bias`` state as ``nn.InstanceNorm2d(affine=True)``) but has a faster CPU kernel,
-    notably for channels-last tensors. (B, C, H, W) -> (B, C, H, W).
-    """
-
-    def __init__(self, channels: int, eps: float = 1e-5) -> None:
-        super().__init__()
-        self.eps = eps
-        self.weight = nn.Parameter(torch.ones(channels))
-        self.bias = nn.Parameter(torch.zeros(channels))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.group_norm(x, x.shape[1], self.weight, self.bias, self.eps)
-
-    def extra_repr(self) -> str:
-        return f"{self.weight.shape[0]}, eps={self.eps}"
-
-
-def _norm(kind: str, channels: int) -> nn.Module:
-    return InstanceNorm2d(channels) if kind == "instance" else nn.Identity()
-
-
-def conv_norm_relu(c_in: int, c_out: int, kernel: int, norm: str, *, stride: int = 1,
-                   relu: bool = True) -> nn.Sequential:
-    """Reflection-padded conv, instance norm, ReLU. (B, c_in, H, W) -> (B, c_out, H/stride, W/stride)."""
-    layers: list[nn.Module] = [
-        nn.Conv2d(c_in, c_out, kernel, stride=stride, padding=kernel // 2, padding_mode="reflect", bias=norm == "none"),
-        _norm(norm, c_out),
-    ]
-    if relu:
-        layers.append(nn.ReLU(inplace=True))
-    return nn.Sequential(*layers)
-
-
-class ResidualBlock(nn.Module):
-    """x + (conv, norm, ReLU, conv, norm)(x); Johnson's block without the final ReLU. Shape kept."""
-
-    def __init__(self, channels: int, kernel: int, norm: str) -> None:
-        super().__init__()
-        self.body = nn.Sequential(
-            conv_norm_relu(channels, channels, kernel, norm),
-            conv_norm_relu(channels, channels, kernel, norm, relu=False),
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.body(x)
-
-
 class Upsample(nn.Module):
     """Double the size. nearest: upsample then a reflection-padded conv; transpose: a transposed conv.
 
@@ -145,7 +100,7 @@ class Upsample(nn.Module):
             self.conv = nn.Conv2d(c_in, c_out, kernel, padding=kernel // 2, padding_mode="reflect", bias=norm == "none")
         else:
             self.conv = nn.ConvTranspose2d(c_in, c_out, 4, stride=2, padding=1, bias=norm == "none")
-        self.norm = _norm(norm, c_out)
+        self.norm = norm2d(norm, c_out)
         self.relu = nn.ReLU(inplace=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -157,7 +112,9 @@ class Upsample(nn.Module):
 class TransformerNet(PretrainedMixin, nn.Module):
     """Image -> stylised image, both (B, 3, H, W) RGB in [0, 1], any H and W (grey (B, 1, H, W) is repeated)."""
 
-    family = "transformer-net"
+    family = "fast-style"
+    tasks = ("stylize",)
+    family_aliases = ("transformer-net",)  # saved by versions before the family registry
     config_class = TransformerNetConfig
 
     def __init__(self, config: TransformerNetConfig | None = None) -> None:

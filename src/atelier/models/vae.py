@@ -22,14 +22,15 @@ import contextlib
 import copy
 import math
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch import nn
 
 from atelier.models.latents import label_weights, normal_latents
 from atelier.models.layers import start_size
-from atelier.pretrained import PretrainedMixin
-from atelier.registry import register_model
+from atelier.models.pretrained import PretrainedMixin
+from atelier.models.registry import register_model
 
 LIKELIHOODS = ("bernoulli", "gaussian")
 PRIORS = ("normal", "vamp")
@@ -44,13 +45,14 @@ class VAEConfig:
     max_width_mult: int = 8
     hidden: int = 512  # fully connected layer between the conv stack and the latent (0: none)
     num_classes: int = 0  # 0: unconditional
-    likelihood: str = "bernoulli"  # bernoulli | gaussian
+    likelihood: Literal["bernoulli", "gaussian"] = "bernoulli"  # bernoulli | gaussian
     learn_sigma: bool = True  # gaussian: learn the shared sigma (else it stays at ``sigma``)
     sigma: float = 0.1  # gaussian: initial / fixed standard deviation on the [-1, 1] scale
     beta: float = 1.0  # weight of the KL term (beta-VAE when > 1)
     kl_warmup_steps: int = 0  # KL weight ramps linearly from 0 to beta over these training steps
     binarize: bool = False  # bernoulli: train on stochastically binarised pixels (as in the NLL literature)
-    prior: str = "normal"  # normal: N(0, I) | vamp: VampPrior, a mixture of posteriors of learned pseudo-inputs
+    prior: Literal["normal", "vamp"] = "normal"  # normal: N(0, I) | vamp: VampPrior, a mixture of
+    # posteriors of learned pseudo-inputs
     vamp_components: int = 100  # vamp: number of pseudo-inputs (mixture components)
 
     def __post_init__(self) -> None:
@@ -146,6 +148,7 @@ class VAE(PretrainedMixin, nn.Module):
     weights of any single Adam step. ``averaged()`` swaps them in for code that calls ``forward``."""
 
     family = "vae"
+    tasks = ("sample", "interpolate", "reconstruct")
     config_class = VAEConfig
 
     def __init__(self, config: VAEConfig) -> None:
@@ -176,7 +179,7 @@ class VAE(PretrainedMixin, nn.Module):
             self.encoder, self.decoder, self._averaged = raw[0], raw[1], False
 
     def update_ema(self, decay: float) -> None:
-        from atelier.train.ema import ema_update
+        from atelier.models.ema import ema_update
 
         ema_update(self.encoder_ema, self.encoder, decay)
         ema_update(self.decoder_ema, self.decoder, decay)

@@ -110,6 +110,19 @@ class VGGFeatures(nn.Module):
         """How many ``features`` modules are built (the cut point)."""
         return len(self.names)
 
+    def truncated(self, layers: Sequence[str]) -> "VGGFeatures":
+        """This network cut after the deepest of ``layers``, sharing its weights (frozen, eval mode), or
+        ``self`` when that would not be shallower. E.g. fast-style content targets need only relu2_2, a
+        third of the cost of relu4_3."""
+        cut = VGGFeatures(self.arch, layers, pool=self.pool)
+        if cut.depth >= self.depth:
+            return self
+        mine = cut.state_dict()
+        cut.load_state_dict({k: v for k, v in self.state_dict().items() if k in mine})
+        cut.pretrained = self.pretrained
+        p = next(self.parameters())
+        return cut.to(p.device).eval().requires_grad_(False).to(memory_format=torch.channels_last)
+
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         h = imagenet_normalize(x)
         out: dict[str, torch.Tensor] = {}

@@ -1,5 +1,8 @@
 """ImageNet weights for :class:`atelier.models.vgg.VGGFeatures`, and the random fallback without them.
 
+(Over ~400 lines: about a third is this docstring, the one place the loading order and the checks are
+written down; the code is the loading chain it describes, which reads best in one file.)
+
 Which weights. The VGG-16/19 files torchvision has distributed since 2017 (``IMAGENET1K_V1``), the
 ones style-transfer code in PyTorch has almost always used:
 
@@ -26,8 +29,15 @@ Where they come from, in order:
    with a :class:`RandomFallbackWarning` and in ``model.description``. With ``fallback=False`` the
    error says which file to download from where and where to put it.
 
+Which files are accepted. Keys and shapes are always checked. The SHA-256 is checked against the pinned
+one of the official file; ``sha256=HEX`` accepts instead the file (your own weights, in torchvision's
+``features.N.weight/bias`` layout) whose hash is HEX, and ``verify=False`` accepts any file. Errors
+name these settings as :class:`~atelier.data.base.Option` s (keys ``no_verify_weights``,
+``weights_sha256``, ``weights_path``, ``downloads_off``), so the CLI can name its flags instead.
+
 Every returned model carries ``description`` (one line for logs and the CLI) and ``provenance`` (a
-dict for run metadata): file name and SHA-256, or "random fallback, seed N".
+dict for run metadata): file name, SHA-256 and how it was checked, or "random fallback, seed N";
+:func:`weights_provenance` gives either in one shape.
 
     >>> vgg = load_vgg("vgg19", ["relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1", "relu4_2"])
     >>> feats = vgg(images)          # images (B, 3, H, W) in [0, 1] -> {layer: activation}
@@ -37,6 +47,7 @@ dict for run metadata): file name and SHA-256, or "random fallback, seed N".
 from __future__ import annotations
 
 import os
+import string
 import tempfile
 import warnings
 from collections.abc import Sequence
@@ -45,21 +56,21 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from atelier.data.base import DataError
+from atelier.data.base import DataError, Message, Option
 from atelier.models.random_features import RandomFeatures
 from atelier.models.vgg import BLOCK_WIDTHS, VGGFeatures, layer_names
 from atelier.weights import (
+    MIN_PREFIX,
     WeightSpec,
     WeightsUnavailableError,
     check_state_dict,
     fetch,
     hash_matches,
-    read_safetensors,
     read_state_dict,
-    save_state_dict,
     sha256_file,
     weights_dir,
 )
+from atelier.io import read_safetensors, save_tensors
 
 __all__ = [
     "DEFAULT_LAYERS",
@@ -71,6 +82,7 @@ __all__ = [
     "expected_shapes",
     "load_vgg",
     "vgg_spec",
+    "weights_provenance",
 ]
 
 #: arch -> (file name, full SHA-256). Each digest is the one pinned, for the same URL and byte count,
@@ -112,7 +124,7 @@ def vgg_spec(arch: str) -> WeightSpec:
         what=f"{name} ImageNet weights",
         url_env=URL_ENV,
         purpose=f"Style losses use the {name} ImageNet weights ({filename}, torchvision's IMAGENET1K_V1).",
-        hint=", or pass the file's path as weights=PATH (CLI: --weights PATH).",
+        hint=Message(", or pass the file's path as ", Option("weights_path", "weights=PATH"), "."),
     )
 
 
@@ -148,7 +160,7 @@ def _write_cache(arch: str, features: dict[str, torch.Tensor], source: str, sour
     """Save ``features.*`` tensors into the cache atomically; a cache we cannot write only warns."""
     meta = {"format": _META_FORMAT, "arch": arch, "source_file": source, "source_sha256": source_sha}
     try:
-        return save_state_dict(features, _cache_file(arch, source_sha), metadata=meta)
+        return save_tensors(features, _cache_file(arch, source_sha), metadata=meta)
     except (OSError, DataError) as exc:
         warnings.warn(f"could not cache the converted VGG weights ({exc}); they will be converted again next time")
         return None
@@ -171,30 +183,54 @@ def _check(state: dict[str, torch.Tensor], model: VGGFeatures, source: str | Pat
     return {k: state[k] for k in needed}
 
 
-def _read_converted(path: Path, model: VGGFeatures, expected: str | None, verify: bool) -> tuple[dict, dict]:
-    """(tensors ``model`` needs, metadata) of a safetensors file, checking the recorded source hash."""
+_NO_VERIFY = Option("no_verify_weights", "verify=False")
+
+
+def _read_converted(path: Path, model: VGGFeatures, expected: str | None, verify: bool,
+                    given: bool = False) -> tuple[dict, dict]:
+    """(tensors ``model`` needs, metadata) of a safetensors file, checking the recorded source hash.
+
+    ``given``: ``expected`` is the hash the caller asked for (``sha256=``), not the pinned one.
+    """
     state, meta = read_safetensors(path, what="VGG weights")
     if verify and expected is not None:
         recorded = meta.get("source_sha256", "")
         if not (recorded and hash_matches(recorded, expected)) and not hash_matches(sha256_file(path), expected):
-            raise DataError(
+            if given:
+                raise DataError(Message(
+                    f"{path}: neither this file nor the source it records (sha256 {recorded or '(none)'}) has the "
+                    f"sha256 {expected} that was asked for. Check the hash, or pass ", _NO_VERIFY,
+                    " to accept any file with the right tensors.",
+                ))
+            raise DataError(Message(
                 f"{path}: not converted from the expected {display_name(model.arch)} weights: it records source sha256 "
                 f"{recorded or '(none)'}, expected {expected}. If it is a stale cache file, delete it; to use "
-                f"deliberately different weights pass verify=False, or sha256= of the source or of this file."
-            )
+                f"deliberately different weights pass ", _NO_VERIFY, ", or ", Option("weights_sha256", "sha256="),
+                " of the source or of this file.",
+            ))
     return _check(state, model, path), meta
 
 
-def _from_pth(path: Path, model: VGGFeatures, expected: str | None, verify: bool) -> tuple[dict, str]:
-    """(tensors ``model`` needs, source sha256) of a torchvision-style .pth, converted into the cache."""
+def _from_pth(path: Path, model: VGGFeatures, expected: str | None, verify: bool,
+              given: bool = False) -> tuple[dict, str]:
+    """(tensors ``model`` needs, source sha256) of a torchvision-style .pth, converted into the cache.
+
+    ``given``: ``expected`` is the hash the caller asked for (``sha256=``), not the pinned one.
+    """
     actual = sha256_file(path)
     if verify and expected is not None and not hash_matches(actual, expected):
-        raise DataError(
+        if given:
+            raise DataError(Message(
+                f"{path}: sha256 {actual} does not match the sha256 {expected} that was asked for. The file may be "
+                f"damaged or not the one meant; check the hash, or pass ", _NO_VERIFY,
+                " to accept any file with the right tensors.",
+            ))
+        raise DataError(Message(
             f"{path}: not the expected {display_name(model.arch)} ImageNet weights: sha256 {actual}, "
-            f"expected {expected}. "
-            f"The file may be damaged or different weights; pass verify=False to use deliberately "
-            f"different weights."
-        )
+            f"expected {expected}. The file may be damaged or different weights; pass ", _NO_VERIFY,
+            " to use deliberately different weights, or ", Option("weights_sha256", "sha256=HEX"),
+            " with the SHA-256 you expect your file to have.",
+        ))
     cached = _cache_file(model.arch, actual)
     if cached.is_file():  # converted before: skip unpickling the whole file
         state, meta = read_safetensors(cached, what="VGG weights")
@@ -206,14 +242,24 @@ def _from_pth(path: Path, model: VGGFeatures, expected: str | None, verify: bool
     return needed, actual
 
 
-def _finish(model: VGGFeatures, state: dict, device, *, file: str, sha: str, source: str, verified: bool) -> VGGFeatures:
+def _finish(model: VGGFeatures, state: dict, device, *, file: str, sha: str, source: str, verified: bool,
+            given: bool = False) -> VGGFeatures:
+    """Load ``state`` and record where it came from.
+
+    ``verified``: the hash was checked; ``given``: against the one the caller asked for, not the pinned one.
+    """
     model.load_state_dict(state, strict=True)
     model.pretrained = True
     name = display_name(model.arch)
-    check = "verified" if verified else "not verified"
-    model.description = f"{name} ImageNet weights from {file} (sha256 {sha[:16]}..., {check}; {source})"
-    model.provenance = {"weights": "imagenet", "arch": model.arch, "file": file, "sha256": sha,
-                        "verified": verified, "source": source}
+    pinned = VGG_FILES[model.arch][1]
+    official = len(sha) >= 8 and pinned.startswith(sha.lower())
+    against = ("given" if given else "pinned") if verified else None
+    check = f"verified against the {against} sha256" if verified else "not verified"
+    kind = "ImageNet weights" if official else "weights (not the official file)"
+    model.description = f"{name} {kind} from {file} (sha256 {sha[:16]}..., {check}; {source})"
+    model.provenance = {"weights": "imagenet" if official else "custom", "arch": model.arch, "file": file,
+                        "sha256": sha, "verified": verified, "verified_against": against,
+                        "matches_pinned": official, "pinned_sha256": pinned, "source": source}
     return model.requires_grad_(False).eval().to(device)
 
 
@@ -260,8 +306,10 @@ def load_vgg(
         pool: ``"max"`` or ``"avg"`` pooling.
         download: fetch the standard file when it is not cached.
         url: download URL (default ``$ATELIER_VGG_URL``, else torchvision's); ending in ``/``: a folder.
-        verify: check the SHA-256 of what is loaded (for a converted file: the source it records).
-        sha256: expected digest instead of the standard one (full, or a prefix of >= 8 hex digits).
+        verify: check the SHA-256 of what is loaded (for a converted file: the source it records);
+            False accepts any file whose keys and shapes are right (they are always checked).
+        sha256: the SHA-256 you expect your file to have, instead of the pinned one of the official file
+            (full, or a prefix of >= 8 hex digits): your own weights are accepted when it matches.
         fallback: without weights (offline, or not cached with ``download=False``) return
             :class:`RandomFeatures` and warn, instead of raising.
         seed: seed of the random fallback.
@@ -277,38 +325,45 @@ def load_vgg(
         WeightsUnavailableError: (a DataError) no weights at hand and ``fallback=False``; the message
             says which file to download from where and where to put it.
         DataError: a file is damaged, has the wrong hash or wrong tensors; a download's checksum does
-            not match (never papered over by the fallback).
+            not match (never papered over by the fallback). Its ``message`` names the settings that
+            would help as :class:`~atelier.data.base.Option` s.
     """
     spec = vgg_spec(arch)
     layers = (layers,) if isinstance(layers, str) else tuple(layers)
     model = VGGFeatures(arch, layers, pool)  # checks the layer names before any file is touched
-    expected = sha256 or spec.sha256
+    given = sha256 is not None
+    if given and (len(sha256) < MIN_PREFIX or any(c not in string.hexdigits for c in sha256)):  # before any file
+        raise ValueError(f"a sha256 to check against needs at least {MIN_PREFIX} hex digits, got {sha256!r}")
+    expected = sha256.lower() if given else spec.sha256
+    checked = verify and expected is not None
     url = _resolve_url(spec, url)
     if weights is not None:
         p = Path(weights).expanduser()
         if not p.is_file():
             raise FileNotFoundError(f"VGG weights not found at {p}; expected e.g. {spec.filename} (download it from {url})")
         if p.suffix == ".safetensors":
-            state, meta = _read_converted(p, model, expected, verify)
+            state, meta = _read_converted(p, model, expected, verify, given)
             sha = meta.get("source_sha256") or sha256_file(p)
-            return _finish(model, state, device, file=meta.get("source_file", p.name), sha=sha, source=str(p), verified=verify)
-        state, sha = _from_pth(p, model, expected, verify)
-        return _finish(model, state, device, file=p.name, sha=sha, source=str(p), verified=verify)
+            return _finish(model, state, device, file=meta.get("source_file", p.name), sha=sha, source=str(p),
+                           verified=checked, given=given)
+        state, sha = _from_pth(p, model, expected, verify, given)
+        return _finish(model, state, device, file=p.name, sha=sha, source=str(p), verified=checked, given=given)
 
     cached = _cache_file(arch, expected)
     if cached.is_file():
-        state, meta = _read_converted(cached, model, expected, verify)
+        state, meta = _read_converted(cached, model, expected, verify, given)
         return _finish(model, state, device, file=meta.get("source_file", spec.filename),
-                       sha=meta.get("source_sha256", expected), source=f"cache {cached}", verified=verify)
+                       sha=meta.get("source_sha256", expected), source=f"cache {cached}", verified=checked, given=given)
     for p in _local_copies(spec):  # the .pth put there by hand, or downloaded by torchvision before
         if p.is_file():
-            state, sha = _from_pth(p, model, expected, verify)
-            return _finish(model, state, device, file=p.name, sha=sha, source=str(p), verified=verify)
+            state, sha = _from_pth(p, model, expected, verify, given)
+            return _finish(model, state, device, file=p.name, sha=sha, source=str(p), verified=checked, given=given)
     dest = spec.cache_path()  # where to put the .pth by hand
     if not download:
-        reason = f"{spec.filename} is not in the cache and download=False."
         if fallback:
+            reason = f"{spec.filename} is not in the cache and downloading is off."
             return _fallback(arch, layers, pool, seed, device, reason)
+        reason = Message(f"{spec.filename} is not in the cache and ", Option("downloads_off", "download=False"), ".")
         raise WeightsUnavailableError(reason + " " + spec.advice(url, dest), url=url, dest=dest, reason=reason)
     weights_dir().mkdir(parents=True, exist_ok=True)
     # The big .pth goes to a temporary folder beside the cache (not /tmp, often a small RAM disk) and
@@ -328,7 +383,24 @@ def load_vgg(
         state = read_state_dict(target, what="VGG weights")
         needed = _check(state, model, url)
         _write_cache(arch, _features_only(state, arch), spec.filename, sha)
-    return _finish(model, needed, device, file=spec.filename, sha=sha, source=url, verified=verify)
+    return _finish(model, needed, device, file=spec.filename, sha=sha, source=url, verified=checked, given=given)
+
+
+def weights_provenance(model: nn.Module) -> dict:
+    """Which weights a feature network uses, for run records, in one shape whatever it is.
+
+    Always has ``weights`` (``"imagenet"``, ``"custom"``, ``"random fallback"`` or ``"unknown"``),
+    ``sha256`` (of the file loaded; None for the random fallback) and ``verified`` (whether that hash was
+    checked; ``verified_against`` says against the ``"pinned"`` one or the ``"given"`` one), plus what
+    ``model.provenance`` holds.
+    """
+    prov = dict(getattr(model, "provenance", None) or {})
+    if prov.get("weights") == "random":
+        return {**prov, "weights": "random fallback", "sha256": None, "verified": False, "verified_against": None}
+    if not prov:
+        return {"weights": "unknown", "sha256": None, "verified": False, "verified_against": None,
+                "description": describe(model)}
+    return prov
 
 
 def describe(model: nn.Module) -> str:
@@ -341,3 +413,15 @@ def describe(model: nn.Module) -> str:
     return f"{getattr(model, 'arch', 'VGG')} with untrained random weights (no ImageNet weights loaded)"
 
 
+
+
+def feature_network(cfg: object, *, weights: str | os.PathLike | None = None, download: bool = True,
+                    verify: bool = True, sha256: str | None = None, fallback: bool = True,
+                    device: str | torch.device = "cpu") -> nn.Module:
+    """The VGG feature network a style config needs (Gatys or fast style: anything with ``arch``,
+    ``pool``, ``content_layers`` and ``style_layers``), cut after its deepest loss layer.
+
+    ``weights``, ``download``, ``verify``, ``sha256`` and ``fallback`` are those of :func:`load_vgg`."""
+    layers = list(dict.fromkeys([*cfg.content_layers, *cfg.style_layers]))  # type: ignore[attr-defined]
+    return load_vgg(cfg.arch, layers, weights=weights, pool=cfg.pool, download=download,  # type: ignore[attr-defined]
+                    verify=verify, sha256=sha256, fallback=fallback, device=device)

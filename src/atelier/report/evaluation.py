@@ -11,7 +11,7 @@ import torch
 from atelier.report.grid import save_grid
 from atelier.report.html import Figure, write_page
 from atelier.report.plots import save_figure
-from atelier.train.checkpoint import atomic_write_json
+from atelier.io import atomic_write_json
 
 #: What each metric means, for the report's table.
 EXPLAIN = {

@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from atelier.report.grid import as_uint8, to_pil
+from atelier.data.images import as_uint8, to_pil
 
 
 def boomerang_frames(frames: torch.Tensor) -> torch.Tensor:
@@ -32,7 +32,7 @@ def save_gif(frames: torch.Tensor, path: str | Path, *, duration_ms: int = 80, l
     Colour frames are quantised to 256 colours (a GIF limit). The GIF encoder merges consecutive
     identical frames into one longer frame, so a sequence with repeats reports fewer frames.
     """
-    from atelier.train.checkpoint import atomic_write_bytes
+    from atelier.io import atomic_write_bytes
 
     frames = torch.as_tensor(frames)
     if frames.dim() != 4 or frames.shape[0] < 1 or frames.shape[1] not in (1, 3):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
-from atelier.train.checkpoint import atomic_write_bytes
+from atelier.io import atomic_write_bytes
 
 
 def plot_curves(history: list[dict], path: str | Path, *, title: str = "training losses") -> Path | None:

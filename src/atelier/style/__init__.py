@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from atelier.models.vgg_weights import feature_network
 from atelier.style.gatys import GatysConfig, GatysResult, gatys_transfer
 
 ImageLike = str | os.PathLike | torch.Tensor
@@ -26,7 +27,7 @@ ImageLike = str | os.PathLike | torch.Tensor
 def _image(x: ImageLike, name: str) -> torch.Tensor:
     if isinstance(x, torch.Tensor):
         return x
-    from atelier.data.folder import read_image
+    from atelier.data.images import read_image
 
     return read_image(x)
 
@@ -38,25 +39,20 @@ def load_mask(mask: ImageLike) -> torch.Tensor:
     return _image(mask, "mask").mean(dim=0)  # (H, W)
 
 
-def feature_network(cfg: GatysConfig, *, weights: str | os.PathLike | None = None, download: bool = True,
-                    fallback: bool = True, device: str | torch.device = "cpu") -> torch.nn.Module:
-    """The VGG feature network a Gatys config needs, cut after its deepest layer (see ``load_vgg``)."""
-    from atelier.models.vgg_weights import load_vgg
-
-    layers = list(dict.fromkeys([*cfg.content_layers, *cfg.style_layers]))
-    return load_vgg(cfg.arch, layers, weights=weights, pool=cfg.pool, download=download, fallback=fallback,
-                    device=device)
-
-
 def stylize_gatys(content: ImageLike, style: ImageLike | Sequence[ImageLike], cfg: GatysConfig | None = None, *,
                   mask: ImageLike | None = None, weights: str | os.PathLike | None = None, download: bool = True,
-                  fallback: bool = True, device: str | torch.device = "cpu", progress: bool = True,
+                  verify: bool = True, sha256: str | None = None, fallback: bool = True,
+                  device: str | torch.device = "cpu", progress: bool = True,
                   features: torch.nn.Module | None = None) -> GatysResult:
-    """Gatys transfer from files or tensors; returns the full :class:`GatysResult` (image, history, frames)."""
+    """Gatys transfer from files or tensors; returns the full :class:`GatysResult` (image, history, frames).
+
+    The VGG weights come from ``weights``, ``download``, ``verify``, ``sha256``, ``fallback`` (see
+    :func:`feature_network`) unless a ready ``features`` network is given.
+    """
     cfg = cfg or GatysConfig()
     styles = [style] if isinstance(style, (str, os.PathLike, torch.Tensor)) else list(style)
     net = features if features is not None else feature_network(
-        cfg, weights=weights, download=download, fallback=fallback, device=device)
+        cfg, weights=weights, download=download, verify=verify, sha256=sha256, fallback=fallback, device=device)
     return gatys_transfer(
         _image(content, "content"),
         [_image(s, "style") for s in styles],
@@ -76,7 +72,7 @@ def stylize(content: ImageLike, style: ImageLike | Sequence[ImageLike] | None = 
     feed-forward network once (``strength`` blends with the content; ``size=`` resizes first).
     Otherwise ``style`` (one image or several) is transferred by Gatys optimisation; ``options`` are
     :class:`GatysConfig` fields (``size``, ``steps``, ``style_weight``, ``preserve_colors``, ...) plus
-    ``mask``, ``weights``, ``download``, ``fallback``, ``device`` and ``progress``.
+    ``mask``, ``weights``, ``download``, ``verify``, ``sha256``, ``fallback``, ``device`` and ``progress``.
     """
     if model is not None:
         if style is not None:

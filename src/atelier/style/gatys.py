@@ -22,12 +22,14 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from atelier.device import autocast as device_autocast
 from atelier.objectives.style import blend_grams, content_loss, gram_matrix, style_loss, total_variation
 from atelier.style.color import (
     COLOR_MODES,
@@ -184,14 +186,6 @@ class StyleLoss(nn.Module):
         return terms
 
 
-def _autocast_for(precision: str, device: torch.device) -> Callable:
-    from atelier.train.config import resolve_precision
-
-    if resolve_precision(precision, device) == "bf16":
-        return lambda: torch.autocast(device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext
-
-
 def _as_batch(image: torch.Tensor, name: str) -> torch.Tensor:
     if image.dim() == 3:
         image = image[None]
@@ -282,7 +276,7 @@ def gatys_transfer(
     if cfg.preserve_colors == "histogram":
         style_list = [match_color_histogram(s[0], content[0])[None] for s in style_list]
     features = features.to(device).eval().requires_grad_(False)
-    autocast = _autocast_for(cfg.precision, device)
+    autocast = partial(device_autocast, cfg.precision, device)
     generator = torch.Generator().manual_seed(cfg.seed)
 
     final = resize_longer(content, cfg.size)

@@ -20,9 +20,9 @@ import torch
 from tqdm.auto import tqdm
 
 from atelier.data import DataError, to_float, to_uint8
-from atelier.data.folder import IMAGE_EXTENSIONS, strict_pil, decode_image, scan_images
+from atelier.data.images import IMAGE_EXTENSIONS, strict_pil, decode_image, scan_images
 from atelier.data.resize import convert_channels
-from atelier.report.grid import png_bytes
+from atelier.data.images import output_names, png_bytes
 
 
 @dataclass
@@ -43,21 +43,6 @@ def translate_images(model, images: torch.Tensor, direction: str = "a2b", *, bat
     return model.translate(images, direction, batch_size=batch_size, use_ema=use_ema)
 
 
-def output_paths(inputs: list[Path], root: Path | None, out_dir: Path) -> list[Path]:
-    """``out_dir/<path relative to root>.png`` for each input (root None: just the file name). When
-    names would collide (``a.jpg`` next to ``a.png``), a PNG input keeps its name and the others keep
-    their extension in it: ``a_jpg.png``."""
-    rels = [path.relative_to(root) if root is not None else Path(path.name) for path in inputs]
-    plain = {rel.with_suffix(".png") for rel in rels if rel.suffix.lower() == ".png"}
-    outs = []
-    for rel in rels:
-        target = rel.with_suffix(".png")
-        if rel.suffix.lower() != ".png" and target in plain:
-            target = rel.with_name(f"{rel.stem}_{rel.suffix.lstrip('.').lower()}.png")
-        outs.append(out_dir / target)
-    return outs
-
-
 def translate_paths(model, source: str | os.PathLike, out_dir: str | os.PathLike, *, direction: str = "a2b",
                     size: int | None = None, batch_size: int = 32, use_ema: bool = True,
                     progress: bool = False) -> TranslationReport:
@@ -65,7 +50,7 @@ def translate_paths(model, source: str | os.PathLike, out_dir: str | os.PathLike
     that keep the folder structure. ``size``: side of the square the images are brought to (default:
     the model's training resolution; any multiple of 2**n_downsampling works). ``use_ema``: translate
     with the moving average of the generator weights (default) or the raw weights."""
-    from atelier.train.checkpoint import atomic_write_bytes
+    from atelier.io import atomic_write_bytes
 
     source, out_dir = Path(source).expanduser(), Path(out_dir).expanduser()
     size = size or model.config.resolution
@@ -80,7 +65,8 @@ def translate_paths(model, source: str | os.PathLike, out_dir: str | os.PathLike
         inputs, root = [source], None
     else:
         raise FileNotFoundError(f"{source}: no such file or folder")
-    targets = output_paths(inputs, root, out_dir)
+    rels = [path.relative_to(root) if root is not None else Path(path.name) for path in inputs]
+    targets = [out_dir / name for name in output_names(rels)]
     report = TranslationReport()
     c_in = model.input_channels(direction)
     bar = tqdm(total=len(inputs), desc=f"translate {direction}", unit="img", disable=not progress)

@@ -1,7 +1,14 @@
-"""Training: one model-agnostic loop, per-family steps, checkpoints."""
+"""Training: one model-agnostic loop (:mod:`trainer`), per-family steps (:mod:`steps`, which registers
+every family), checkpoints, and the entry point :func:`train_model`."""
 
-from atelier.train.config import DataConfig, TrainConfig
-from atelier.train.run import resume_configs, train_model
+from atelier.train import steps  # noqa: F401 - registers every family
+from atelier.train.config import DataConfig, GenerativeTrainConfig, TrainConfig
+from atelier.train.run import family_train_config, resume_configs, resume_run, train_model
+from atelier.train.steps.cyclegan import CycleGANTrainConfig, UnpairedDataConfig
+from atelier.train.steps.gan import GANTrainConfig
+from atelier.train.steps.vae import VAETrainConfig
 from atelier.train.trainer import Trainer, TrainingDiverged, TrainResult
 
-__all__ = ["DataConfig", "TrainConfig", "Trainer", "TrainingDiverged", "TrainResult", "train_model", "resume_configs"]
+__all__ = ["CycleGANTrainConfig", "DataConfig", "GANTrainConfig", "GenerativeTrainConfig", "TrainConfig", "Trainer",
+           "TrainingDiverged", "TrainResult", "UnpairedDataConfig", "VAETrainConfig", "family_train_config",
+           "resume_configs", "resume_run", "train_model"]

@@ -7,17 +7,10 @@ own disjoint slice of the same permutation.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 
 from atelier.data import DataError, ImageDataset, to_float
-
-
-@dataclass
-class Batch:
-    images: torch.Tensor  # (B, C, H, W) float in [-1, 1] on the training device
-    labels: torch.Tensor | None  # (B,) int64 or None
+from atelier.data.base import Batch
 
 
 class BatchSampler:

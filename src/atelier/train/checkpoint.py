@@ -23,65 +23,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
 
-LATEST = "latest"
+from atelier.io import DIR_MODE, FileFormatError, atomic_write_bytes, atomic_write_json, load_tensors, save_tensors
+from atelier.models.pretrained import LATEST
+
 _TENSOR = "__tensor__"
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-FILE_MODE = 0o666 & ~_umask()  # what open() would give a new file (mkstemp makes them 0600)
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same directory and a rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, FILE_MODE)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_json(path: Path, data: Any) -> None:
-    """Pretty JSON (sorted keys, trailing newline), written atomically."""
-    atomic_write_bytes(Path(path), (json.dumps(data, indent=2, sort_keys=True) + "\n").encode())
-
-
-def save_tensors(tensors: dict[str, torch.Tensor], path: Path) -> None:
-    """safetensors needs contiguous tensors that share no memory; the temp-file dance makes it atomic."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.fchmod(fd, FILE_MODE)
-    os.close(fd)
-    try:
-        save_file({k: v.detach().cpu().contiguous().clone() for k, v in tensors.items()}, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def load_tensors(path: Path) -> dict[str, torch.Tensor]:
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: checkpoint file missing")
-    try:
-        return load_file(str(path))
-    except Exception as exc:  # safetensors raises its own error types for corrupt headers
-        raise ValueError(f"{path}: not a readable safetensors file ({exc})") from exc
 
 
 def split_tensors(obj: Any, prefix: str, tensors: dict[str, torch.Tensor]) -> Any:
@@ -121,7 +67,7 @@ def save_checkpoint(
     directory.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}.tmp"))
     try:
-        tmp.chmod(0o777 & ~_umask())
+        tmp.chmod(DIR_MODE)
         save_tensors(model_state, tmp / "model.safetensors")
         tensors: dict[str, torch.Tensor] = {}
         plain = split_tensors(train_state, "state", tensors)
@@ -144,30 +90,16 @@ def save_checkpoint(
 
 def load_train_state(directory: Path) -> dict[str, Any]:
     directory = Path(directory)
-    tensors = load_tensors(directory / "state.safetensors")
+    tensors = load_tensors(directory / "state.safetensors", what="training state")
     try:
         plain = json.loads((directory / "state.json").read_text())
     except (OSError, json.JSONDecodeError) as exc:
-        raise ValueError(f"{directory / 'state.json'}: unreadable training state ({exc})") from exc
+        raise FileFormatError(f"{directory / 'state.json'}: unreadable training state ({exc})") from exc
     return join_tensors(plain, tensors)
 
 
 def set_latest(checkpoints: Path, name: str) -> None:
     atomic_write_bytes(Path(checkpoints) / LATEST, (name + "\n").encode())
-
-
-def latest_checkpoint(path: Path) -> Path | None:
-    """The newest checkpoint under a run directory, a ``checkpoints`` directory, or ``path`` itself."""
-    path = Path(path)
-    if (path / "model.safetensors").is_file():
-        return path
-    for root in (path / "checkpoints", path):
-        pointer = root / LATEST
-        if pointer.is_file():
-            candidate = root / pointer.read_text().strip()
-            if (candidate / "model.safetensors").is_file():
-                return candidate
-    return None
 
 
 def prune_checkpoints(checkpoints: Path, keep: int, protect: set[str] = frozenset()) -> None:

@@ -50,11 +50,3 @@ class DistContext:
 
         ids = [device.index] if device.type == "cuda" else None
         return DistributedDataParallel(module, device_ids=ids, broadcast_buffers=False)
-
-
-def resolve_device(name: str, ctx: DistContext | None = None) -> torch.device:
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda", ctx.local_rank if ctx else 0)
-        return torch.device("cpu")
-    return torch.device(name)

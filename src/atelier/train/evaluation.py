@@ -14,7 +14,7 @@ from typing import Callable
 
 import torch
 
-from atelier.train.checkpoint import atomic_write_json
+from atelier.io import atomic_write_json
 
 BEST = "best"
 
@@ -51,7 +51,7 @@ class EvalHook:
         self.last_step = trainer.step
         if not trainer.dist.is_main:
             return None
-        from atelier.creative import sample_images
+        from atelier.models.sampling import sample_images
 
         if self._evaluator is None:
             self._evaluator = self.make_evaluator()

@@ -2,20 +2,20 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from atelier.config import environment, from_dict, load_json, to_dict
-from atelier.data import DataError, load_dataset
-from atelier.registry import create_model
-from atelier.train.checkpoint import latest_checkpoint
-from atelier.train.config import DataConfig, TrainConfig, resolve_precision
-from atelier.train.distributed import DistContext, resolve_device
-from atelier.train.evaluation import EvalHook
-from atelier.train.steps import FAMILY_STEPS
+from atelier.config import environment, from_dict, to_dict
+from atelier.device import resolve_device, resolve_precision
+from atelier.io import load_json
+from atelier.models.pretrained import latest_checkpoint
+from atelier.models.registry import Family, create_model, get_family, model_family
+from atelier.train.config import TrainConfig
+from atelier.train.distributed import DistContext
 from atelier.train.trainer import Hook, Trainer, TrainResult
 
 
@@ -25,112 +25,100 @@ def saved_run_config(run_dir: str | Path) -> dict[str, Any] | None:
     return load_json(ckpt / "config.json") if ckpt else None
 
 
-def resume_configs(run_dir: str | Path, train_overrides: dict[str, Any], *,
-                   data_class: type = DataConfig) -> tuple[str, dict, Any, TrainConfig]:
+def family_train_config(family: str, **overrides: Any) -> TrainConfig:
+    """The training config of ``family`` (its own defaults), with ``overrides``."""
+    return get_family(family).train_config(**overrides)
+
+
+def as_family_config(cfg: Any, cls: type) -> Any:
+    """``cfg`` as an instance of the family's config class ``cls``: a plain :class:`TrainConfig` (or any
+    dataclass whose fields ``cls`` has) keeps every value it sets; the family's own fields take their
+    defaults."""
+    if isinstance(cfg, cls):
+        return cfg
+    values = to_dict(cfg)
+    mine = {f.name for f in dataclasses.fields(cls)}
+    foreign = {f.name: f for f in dataclasses.fields(cfg) if f.name not in mine}
+    changed = [n for n, f in foreign.items() if f.default is dataclasses.MISSING or values[n] != f.default]
+    if changed:
+        raise ValueError(f"{', '.join(f'{n}={values[n]!r}' for n in changed)}: {type(cfg).__name__} settings that "
+                         f"{cls.__name__} does not take; train without them")
+    return from_dict(cls, {k: v for k, v in values.items() if k in mine})
+
+
+def resume_configs(run_dir: str | Path, train_overrides: dict[str, Any]) -> tuple[str, dict, Any, TrainConfig]:
     """(model name, model config, data config, train config) to continue ``run_dir``; the train
-    config is the saved one with ``train_overrides`` applied (e.g. more steps). ``data_class``: the
-    data config's type (:class:`DataConfig`, or e.g. the two-domain config of translation runs)."""
+    config is the saved one with ``train_overrides`` applied (e.g. more steps)."""
     saved = saved_run_config(run_dir)
     if saved is None:
         raise FileNotFoundError(f"{run_dir}: nothing to resume (no checkpoint found under {run_dir}/checkpoints)")
-    train = to_dict(from_dict(TrainConfig, saved["train"]))
+    family = get_family(saved["model"]["family"])
+    train = to_dict(from_dict(family.train_config, saved["train"]))
     train.update(train_overrides)
     if "steps" in train_overrides or "epochs" in train_overrides:  # one length setting replaces the other
         train["epochs" if "steps" in train_overrides else "steps"] = None
     model = saved["model"]
-    return model["name"], model["config"], from_dict(data_class, saved["data"]), from_dict(TrainConfig, train)
+    return (model["name"], model["config"], from_dict(family.data_config, saved["data"]),
+            from_dict(family.train_config, train))
 
 
 def train_model(
     model_name: str,
     *,
-    data: DataConfig,
+    data: Any,
     train: TrainConfig,
     out: str | Path,
     model_kwargs: dict[str, Any] | None = None,
     conditional: bool = False,
     resume: bool = False,
     hooks: list[Hook] | None = None,
+    setup_options: dict[str, Any] | None = None,
 ) -> TrainResult:
-    """Train ``model_name`` (a registry name) on ``data`` into the run directory ``out``.
+    """Train ``model_name`` (a registry name of any family) on ``data`` into the run directory ``out``.
 
-    The model's resolution and channels follow the data; ``conditional`` gives it one class per
-    dataset label. With ``resume`` the model is rebuilt from the saved config and training continues
-    from the newest checkpoint.
+    ``data`` and ``train`` are the family's config dataclasses (a plain :class:`TrainConfig` is taken
+    as the family's, its own fields at their defaults). The model's data-given settings (resolution,
+    channels) follow the data; ``conditional`` gives it one class per dataset label. With ``resume``
+    training continues from the newest checkpoint of ``out``; the model is rebuilt from ``model_kwargs``
+    (see :func:`resume_run` for continuing from the saved configs alone). ``setup_options`` go to the
+    family step's ``setup_run`` (e.g. ``features=`` for fast style: a ready feature network).
     """
+    family: Family = get_family(model_family(model_name))
+    train = as_family_config(train, family.train_config)
+    data = as_family_config(data, family.data_config)
     dist = DistContext.from_env()
-    device = resolve_device(train.device, dist)
+    device = resolve_device(train.device, dist.local_rank)
     train = replace(train, precision=resolve_precision(train.precision, device))  # record what ran
-    dataset = load_dataset(data.name, resolution=data.resolution, split=data.split, data_dir=data.data_dir,
-                           channels=data.channels, strict=data.strict, verify=data.verify,
-                           progress=train.progress and dist.is_main)
-    kwargs = dict(model_kwargs or {})
-    kwargs.setdefault("resolution", data.resolution)
-    kwargs.setdefault("channels", dataset.channels)
-    if conditional and "num_classes" not in kwargs:
-        if dataset.labels is None:
-            raise DataError(f"{dataset.name} has no labels, so a conditional model cannot be trained on it")
-        kwargs["num_classes"] = dataset.num_classes
-    if kwargs.get("num_classes") and dataset.labels is None:
-        raise DataError(f"the model is conditional but {dataset.name} has no labels")
-    if kwargs["resolution"] != dataset.resolution or kwargs["channels"] != dataset.channels:
-        raise DataError(
-            f"the model expects {kwargs['channels']}x{kwargs['resolution']}px images but {dataset.name} gives "
-            f"{dataset.channels}x{dataset.resolution}px; set the data resolution/channels to match"
-        )
+    step_cls = family.step_class
+    setup = step_cls.setup_run(data, train, dict(model_kwargs or {}), conditional=conditional, dist=dist,
+                               device=device, **(setup_options or {}))
     torch.manual_seed(train.seed)  # the model's initial weights depend on the seed alone
-    model = create_model(model_name, **kwargs)
-    step_cls = FAMILY_STEPS[model.family]
-    step_fn = step_cls(model, train, device, dist)
+    model = create_model(model_name, **setup.model_kwargs)
+    step_fn = step_cls(model, train, device, dist, **setup.step_kwargs)
     run_config = {
         "model": {"name": model_name, **model.model_config_dict()},
         "train": to_dict(train),
         "data": to_dict(data),
-        "dataset": {"name": dataset.name, "size": len(dataset), "classes": dataset.classes},
+        "dataset": setup.dataset_info,
+        **setup.provenance,
         "environment": environment(),
     }
-    hooks = list(hooks or [])
-    if train.eval_every:
-        hooks.append(eval_hook(data, train, dataset.channels))
-    trainer = Trainer(step_fn, dataset, train, out, run_config=run_config, device=device, dist=dist, hooks=hooks)
+    hooks = [*(hooks or []), *step_cls.hooks(data, train, setup)]
+    trainer = Trainer(step_fn, setup.dataset, train, out, run_config=run_config, device=device, dist=dist,
+                      hooks=hooks, sampler=setup.sampler)
     result = trainer.fit(resume=resume)
-    if model.family == "vae" and dist.is_main:
-        result.metrics = vae_test_metrics(model, data, train, Path(out))
+    if dist.is_main:
+        result.metrics = step_fn.finish(Path(out), data, train)
     return result
 
 
-def vae_test_metrics(model, data: DataConfig, train: TrainConfig, run_dir: Path) -> dict[str, Any]:
-    """The negative ELBO (and importance-weighted NLL) on the test split, else the training data;
-    written to ``run_dir/metrics.json``."""
-    from atelier.metrics.likelihood import vae_likelihood
-    from atelier.train.checkpoint import atomic_write_json
-
-    split = "test"
-    try:
-        held_out = load_dataset(data.name, resolution=data.resolution, split="test", data_dir=data.data_dir,
-                                channels=data.channels, verify=data.verify, progress=False)
-    except DataError:  # a folder without train/ and test/: score the training images, and say so
-        split = data.split
-        held_out = load_dataset(data.name, resolution=data.resolution, split=split, data_dir=data.data_dir,
-                                channels=data.channels, verify=data.verify, progress=False)
-    metrics = vae_likelihood(model, held_out.images, held_out.labels, iw_k=train.iw_samples, iw_n=train.iw_images,
-                             seed=train.seed, progress=train.progress)
-    metrics = {**metrics, "split": split, "dataset": held_out.name}
-    atomic_write_json(run_dir / "metrics.json", metrics)
-    return metrics
-
-
-def eval_hook(data: DataConfig, train: TrainConfig, channels: int) -> EvalHook:
-    """FID/KID every ``train.eval_every`` steps against ``train.eval_split`` of the training data."""
-
-    def make_evaluator():
-        from atelier.metrics import EvalConfig, Evaluator
-
-        cfg = EvalConfig(data=data.name, data_dir=data.data_dir, split=train.eval_split, n=train.eval_n,
-                         seed=train.seed, metrics=("fid", "kid"))
-        return Evaluator(cfg, resolution=data.resolution, channels=channels, progress=False)
-
-    return EvalHook(make_evaluator, every=train.eval_every, n=train.eval_n, seed=train.seed)
+def resume_run(run_dir: str | Path, train_overrides: dict[str, Any] | None = None, *,
+               hooks: list[Hook] | None = None, setup_options: dict[str, Any] | None = None) -> TrainResult:
+    """Continue the run in ``run_dir`` (any family) from its newest checkpoint; ``train_overrides``
+    (e.g. ``{"steps": 2000}``) change the saved training config."""
+    name, model_cfg, data, train = resume_configs(run_dir, train_overrides or {})
+    return train_model(name, data=data, train=train, out=run_dir, model_kwargs=model_cfg, resume=True, hooks=hooks,
+                       setup_options=setup_options)
 
 
 def describe(result: TrainResult) -> str:

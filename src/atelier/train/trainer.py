@@ -20,19 +20,12 @@ from atelier.data import ImageDataset
 from atelier.report.grid import save_grid
 from atelier.report.plots import plot_curves
 from atelier.train.batches import BatchSampler
-from atelier.train.checkpoint import (
-    atomic_write_bytes,
-    atomic_write_json,
-    latest_checkpoint,
-    load_tensors,
-    load_train_state,
-    prune_checkpoints,
-    save_checkpoint,
-    set_latest,
-)
+from atelier.io import atomic_write_bytes, atomic_write_json, load_tensors
+from atelier.models.pretrained import latest_checkpoint
+from atelier.train.checkpoint import load_train_state, prune_checkpoints, save_checkpoint, set_latest
 from atelier.train.config import TrainConfig, lr_factor
 from atelier.train.distributed import DistContext
-from atelier.train.steps import TrainStep
+from atelier.train.steps.base import TrainStep
 
 #: Called after every step as ``hook(trainer, step)``; a returned dict is logged as an evaluation
 #: record (eval.jsonl, TensorBoard ``eval/``). A hook may also have ``on_end(trainer)``.
@@ -107,7 +100,10 @@ class Trainer:
             return cfg.steps
         if cfg.epochs is not None:
             return max(1, math.ceil(cfg.epochs * spe))
-        return None if cfg.minutes is not None else TrainConfig.DEFAULT_EPOCHS * spe
+        if cfg.minutes is not None:
+            return None
+        default_steps = getattr(cfg, "DEFAULT_STEPS", None)  # a family may set its default length in steps
+        return default_steps if default_steps else cfg.DEFAULT_EPOCHS * spe
 
     def fit(self, *, resume: bool = False) -> TrainResult:
         torch.manual_seed(self.cfg.seed)
@@ -196,7 +192,7 @@ class Trainer:
             detail = ", ".join(f"{k}={v}" for k, v in bad.items())
             raise TrainingDiverged(
                 f"training diverged at step {self.step + 1}: {detail}; {kept}. "
-                "Try a lower learning rate, --precision fp32, or resume from the checkpoint with another seed."
+                "Try a lower learning rate (lr), precision 'fp32', or resuming from the checkpoint with another seed."
             )
 
     def _log_eval(self, values: dict[str, float] | None, bar) -> None:
@@ -297,6 +293,7 @@ class Trainer:
         state = load_train_state(path)
         for name, opt in self.step_fn.optimizers.items():
             opt.load_state_dict(state["optimizers"][name])
+            _match_param_layouts(opt)
         self.step_fn.load_state_dict(state["step_state"])
         torch.set_rng_state(state["rng"]["torch"])
         if "cuda" in state["rng"] and torch.cuda.is_available():
@@ -316,3 +313,17 @@ class Trainer:
         if self.dist.is_main:
             atomic_write_bytes(path, "".join(json.dumps(h) + "\n" for h in kept).encode())
         return kept
+
+
+@torch.no_grad()
+def _match_param_layouts(opt: torch.optim.Optimizer) -> None:
+    """Give each per-parameter state tensor (Adam's moments) its parameter's memory layout.
+
+    Checkpoints store tensors contiguous; a channels-last parameter would then get row-major moments,
+    and the fused Adam kernel, which walks parameter and moments in the same memory order, would pair
+    the wrong elements. (Found by the fast-style resume test: its network is channels-last.)"""
+    for group in opt.param_groups:
+        for p in group["params"]:
+            for key, value in opt.state.get(p, {}).items():
+                if isinstance(value, torch.Tensor) and value.shape == p.shape and value.stride() != p.stride():
+                    opt.state[p][key] = torch.empty_like(p, dtype=value.dtype).copy_(value)

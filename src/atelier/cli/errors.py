@@ -1,0 +1,55 @@
+"""Error messages on the command line: the settings a library error names become the flags of the command.
+
+The library speaks Python: "pass verify=False to use deliberately different weights". Where a message is
+a :class:`~atelier.data.base.Message`, each setting in it is an :class:`~atelier.data.base.Option` with a
+``key`` saying which setting it is; :data:`FLAGS` spells each key as a flag. A flag is used only where
+the command that ran has it (its argparse ``dest`` is in the parsed arguments); elsewhere the Python
+spelling stays, since a flag the command does not accept would mislead more.
+
+    >>> error_text(exc, args)   # "... pass --no-verify-weights to use deliberately different weights ..."
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from atelier.data.base import Message, Option
+
+__all__ = ["FLAGS", "error_text", "spell_option"]
+
+#: Option key -> (how the CLI spells it, the argparse ``dest`` (or dests) a command must have for that spelling).
+FLAGS: dict[str, tuple[str, str | tuple[str, ...]]] = {
+    "no_verify_weights": ("--no-verify-weights", "verify_weights"),
+    "weights_sha256": ("--weights-sha256 HEX", "weights_sha256"),
+    "weights_path": ("--weights PATH", "weights"),
+    "inception_weights_path": ("--inception-weights PATH", "inception_weights"),
+    "downloads_off": ("--offline was given", "offline"),  # a state, as in "not in the cache and ..."
+    "no_fallback": ("--no-fallback", ("no_fallback", "fallback")),
+    "no_verify_data": ("--no-verify", "verify"),
+    "data": ("--data", ("data", "name")),
+    "data_dir": ("--data-dir DIR", "data_dir"),
+    "not_strict": ("leave out --strict", "strict"),
+    "strict": ("--strict", "strict"),
+    "overwrite": ("--overwrite", "overwrite"),
+}
+
+
+def spell_option(option: Option, args: argparse.Namespace | None = None) -> str | None:
+    """The CLI's spelling of ``option``, or None (keep the Python one) when the command has no such flag.
+
+    Without ``args`` every known key is spelled as a flag.
+    """
+    known = FLAGS.get(option.key)
+    if known is None:
+        return None
+    flag, dests = known
+    dests = (dests,) if isinstance(dests, str) else dests
+    return flag if args is None or any(hasattr(args, d) for d in dests) else None
+
+
+def error_text(exc: BaseException, args: argparse.Namespace | None = None) -> str:
+    """What the CLI prints for ``exc`` (after "atelier: error: "): its message with flags for settings."""
+    message = getattr(exc, "message", None)
+    if not isinstance(message, Message) or not message.options:
+        return str(exc)
+    return message.render(lambda option: spell_option(option, args))

@@ -1,0 +1,80 @@
+"""``atelier translate`` and ``atelier data mnist-domains``: unpaired image-to-image translation with a
+trained CycleGAN (``atelier train cyclegan``), and the MNIST domains to train one on. Parses, calls
+:mod:`atelier.style.translate` and :mod:`atelier.data.domains`, prints."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+FORMATTER = argparse.ArgumentDefaultsHelpFormatter
+
+
+def add_translate_parsers(sub) -> None:
+    _add_translate(sub)
+    _add_data(sub)
+
+
+# -- atelier translate --------------------------------------------------------------------------
+def _add_translate(sub) -> None:
+    t = sub.add_parser("translate", help="translate images with a trained CycleGAN", formatter_class=FORMATTER)
+    t.add_argument("run_dir", help="run directory, checkpoint or saved model")
+    t.add_argument("input", help="an image file, or a folder (searched recursively; sub-folders are kept)")
+    t.add_argument("-o", "--out", required=True, help="output folder for the PNGs")
+    t.add_argument("--direction", choices=("a2b", "b2a"), default="a2b")
+    t.add_argument("--size", type=int, default=None, help="square side the images are brought to "
+                   "(default: the training resolution)")
+    t.add_argument("--batch-size", type=int, default=32)
+    t.add_argument("--no-ema", dest="use_ema", action="store_false",
+                   help="use the raw generator weights instead of their moving average")
+    t.add_argument("--quiet", action="store_true", help="no progress bar")
+    t.set_defaults(func=_cmd_translate)
+
+
+def _cmd_translate(args) -> int:
+    from atelier.pipelines import Pipeline
+    from atelier.style.translate import translate_paths
+
+    pipe = Pipeline.load(args.run_dir)
+    if "translate" not in pipe.operations:
+        raise ValueError(f"{args.run_dir} holds a {pipe.family} model; translate needs a CycleGAN run")
+    report = translate_paths(pipe.model, args.input, args.out, direction=args.direction, size=args.size,
+                             batch_size=args.batch_size, use_ema=args.use_ema, progress=not args.quiet)
+    for path, why in report.failed:
+        print(f"skipped {path}: {why}", file=sys.stderr)
+    if not report.written:
+        print(f"atelier: error: none of the {len(report.failed)} input files could be read", file=sys.stderr)
+        return 1
+    skipped = f"; skipped {len(report.failed)} unreadable" if report.failed else ""
+    print(f"translated {len(report.written)} images ({args.direction}) to {args.out}{skipped}")
+    return 0
+
+
+# -- atelier data mnist-domains ------------------------------------------------------------------
+def _add_data(sub) -> None:
+    d = sub.add_parser("data", help="build datasets")
+    dsub = d.add_subparsers(dest="data_command", required=True)
+    m = dsub.add_parser("mnist-domains", help="unpaired translation domains from MNIST: plain digits (a) and "
+                        "other digits in a style (b), as PNG folders", formatter_class=FORMATTER)
+    m.add_argument("out", help="output folder: OUT/{a,b}/{train,test}/<digit>/*.png")
+    m.add_argument("--style", default="thick", help="thick | inverted | colour, or a combination such as thick+colour")
+    m.add_argument("--n", type=int, default=5000, help="training images per domain (at most 30000)")
+    m.add_argument("--n-test", type=int, default=2000, help="test images per domain (at most 5000)")
+    m.add_argument("--resolution", type=int, default=28)
+    m.add_argument("--data-dir", default=None, help="MNIST's IDX files (default: the download cache)")
+    m.add_argument("--seed", type=int, default=0, help="seed of the split into disjoint halves")
+    m.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
+    m.set_defaults(func=_cmd_mnist_domains)
+
+
+def _cmd_mnist_domains(args) -> int:
+    from atelier.data.domains import mnist_domains, write_domain_folders
+
+    domains = mnist_domains(args.style, n=args.n, n_test=args.n_test, data_dir=args.data_dir,
+                            resolution=args.resolution, seed=args.seed, progress=True)
+    out = write_domain_folders(domains, args.out, overwrite=args.overwrite)
+    print(f"wrote {len(domains.a_train)} + {len(domains.b_train)} training and {len(domains.a_test)} + "
+          f"{len(domains.b_test)} test images to {out}/a and {out}/b (style {domains.style})")
+    print(f"train: atelier train cyclegan --domain-a {out}/a --domain-b {out}/b --resolution {args.resolution} "
+          f"--steps 2000 --out runs/mnist-{domains.style.replace('+', '-')}")
+    return 0

@@ -1,0 +1,205 @@
+"""Image files in and out: the one decoder and the one PNG encoder every module uses.
+
+Decoding is strict (:func:`strict_pil`): truncated files and decompression bombs raise instead of being
+padded or decoded, only PNG/JPEG/WebP/BMP decoders run whatever a file's name says, and an image's
+declared size is checked against ``max_pixels`` from its header before any pixel is decoded.
+Encoding writes PNGs atomically (:func:`save_image`) from uint8 images or floats in [-1, 1].
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import warnings
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageFile, ImageOps
+
+from atelier.data.base import DataError, to_uint8
+from atelier.io import atomic_write_bytes
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
+#: Refuse images declaring more pixels than this (width * height), checked from the header before decoding.
+MAX_PIXELS = 50_000_000
+# The only decoders PIL may use, whatever a file's name says (the JPEG one also opens multi-picture "MPO" files).
+_FORMATS = ("PNG", "JPEG", "WEBP", "BMP")
+_GREY_MODES = {"1", "L", "LA", "La", "I", "F"}
+
+
+@contextlib.contextmanager
+def strict_pil() -> Iterator[None]:
+    """Make PIL fail loudly: no silently-padded truncated images, decompression-bomb warnings raise.
+
+    ``ImageFile.LOAD_TRUNCATED_IMAGES`` is process-global and may have been switched on by other
+    code; it is forced off here and restored afterwards.
+    """
+    saved = ImageFile.LOAD_TRUNCATED_IMAGES
+    ImageFile.LOAD_TRUNCATED_IMAGES = False
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            yield
+    finally:
+        ImageFile.LOAD_TRUNCATED_IMAGES = saved
+
+
+def _is_hidden(name: str) -> bool:
+    return name.startswith(".")
+
+
+def scan_images(root: Path) -> list[Path]:
+    """Image files under ``root`` (recursive, sorted, extension matched case-insensitively)."""
+    found: list[Path] = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if not _is_hidden(d))  # prune hidden, walk in order
+        for name in sorted(filenames):
+            if not _is_hidden(name) and name.lower().endswith(IMAGE_EXTENSIONS):
+                found.append(Path(dirpath) / name)
+    return found
+
+
+def _is_grey_palette(im: Image.Image) -> bool:
+    palette = im.getpalette()
+    if not palette:
+        return False
+    rgb = np.asarray(palette, dtype=np.uint8).reshape(-1, 3)
+    return bool((rgb[:, 0] == rgb[:, 1]).all() and (rgb[:, 1] == rgb[:, 2]).all())
+
+
+def _to_grey_or_rgb(im: Image.Image) -> Image.Image:
+    """Convert any decoded mode to "L" or "RGB".
+
+    * Transparency (alpha channel or a tRNS colour key) is composited onto white: transparent
+      backgrounds of logos and sprites become white, not black.
+    * 16-bit grey ("I;16*" / "I") is scaled 0..65535 -> 0..255; PIL's own convert("L") would clip.
+    * Palette images become grey if every palette entry is grey, else RGB. CMYK etc. become RGB.
+    """
+    mode = im.mode
+    grey = mode in _GREY_MODES or mode.startswith("I;16") or (mode in ("P", "PA") and _is_grey_palette(im))
+    if mode in ("L", "RGB") and "transparency" not in im.info:
+        return im
+    if mode.startswith("I;16") or mode == "I":
+        values = np.asarray(im).astype(np.float64)  # (H, W), 0..65535
+        return Image.fromarray(np.clip(np.rint(values / 257.0), 0, 255).astype(np.uint8), "L")
+    if "A" in mode or "a" in mode or "transparency" in im.info:
+        rgba = im.convert("RGBA")
+        im = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba).convert("RGB")
+    return im.convert("L" if grey else "RGB")
+
+
+def _fit_square(im: Image.Image, resolution: int) -> Image.Image:
+    """Resize so the shorter side is ``resolution`` and centre-crop, in one resampling step."""
+    w, h = im.size
+    side = min(w, h)
+    left, top = (w - side) / 2, (h - side) / 2
+    box = (left, top, left + side, top + side)
+    # reducing_gap first shrinks large images by an integer factor (fast), then LANCZOS does the rest.
+    return im.resize((resolution, resolution), Image.Resampling.LANCZOS, box=box, reducing_gap=3.0)
+
+
+def decode_image(path: Path, resolution: int, *, max_pixels: int | None = MAX_PIXELS) -> np.ndarray:
+    """One image file -> uint8 (R, R) grey or (R, R, 3) RGB. Raises on anything unreadable or too large.
+
+    Call inside :func:`strict_pil` so truncated files and PIL's own bomb warnings raise too.
+    """
+    with Image.open(path, formats=_FORMATS) as im:  # reads the header only
+        w, h = im.size
+        if max_pixels is not None and w * h > max_pixels:
+            raise DataError(
+                f"declares {w}x{h} = {w * h:,} pixels, over the limit of {max_pixels:,} (max_pixels); "
+                f"refused without decoding as a possible decompression bomb"
+            )
+        im.load()
+        ImageOps.exif_transpose(im, in_place=True)
+        return np.asarray(_fit_square(_to_grey_or_rgb(im), resolution))
+
+
+def read_image(path: str | os.PathLike, *, size: int | None = None, max_pixels: int | None = MAX_PIXELS) -> torch.Tensor:
+    """One image file -> float (3, H, W) RGB in [0, 1], aspect ratio kept (for style transfer).
+
+    ``size`` resizes so the longer side is ``size`` pixels (LANCZOS). Grey images are repeated to RGB,
+    transparency is composited onto white, EXIF orientation is applied. Unreadable, truncated or
+    oversized files raise :class:`DataError` naming the file.
+    """
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise FileNotFoundError(f"image not found: {p}")
+    try:
+        with strict_pil(), Image.open(p, formats=_FORMATS) as im:
+            w, h = im.size
+            if max_pixels is not None and w * h > max_pixels:
+                raise DataError(f"declares {w}x{h} pixels, over the limit of {max_pixels:,}")
+            im.load()
+            ImageOps.exif_transpose(im, in_place=True)
+            im = _to_grey_or_rgb(im).convert("RGB")
+            if size is not None:
+                if size < 1:
+                    raise DataError(f"size must be positive, got {size}")
+                scale = size / max(im.size)
+                new = (max(1, round(im.width * scale)), max(1, round(im.height * scale)))
+                if new != im.size:
+                    im = im.resize(new, Image.Resampling.LANCZOS, reducing_gap=3.0)
+            array = np.asarray(im)
+    except DataError as exc:
+        raise DataError(f"{p}: {exc}") from exc
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise DataError(f"{p}: not a readable image ({type(exc).__name__}: {exc})") from exc
+    return torch.from_numpy(array.copy()).permute(2, 0, 1).float() / 255.0
+
+
+# -- encoding ---------------------------------------------------------------------------------
+
+
+def as_uint8(images: torch.Tensor) -> torch.Tensor:
+    """Accept uint8 images or float images in [-1, 1]."""
+    return images if images.dtype == torch.uint8 else to_uint8(images)
+
+
+def to_pil(image: torch.Tensor) -> Image.Image:
+    """(C, H, W) uint8 or [-1, 1] float -> a PIL image (L or RGB)."""
+    array = as_uint8(image[None])[0].permute(1, 2, 0).numpy()
+    return Image.fromarray(array[:, :, 0] if array.shape[2] == 1 else np.ascontiguousarray(array))
+
+
+def png_bytes(image: torch.Tensor, *, scale: int = 1) -> bytes:
+    """One (C, H, W) uint8 or [-1, 1] image -> PNG bytes (grey or RGB); ``scale`` enlarges it."""
+    pil = to_pil(image)
+    if scale > 1:
+        pil = pil.resize((pil.width * scale, pil.height * scale), Image.NEAREST)
+    buf = io.BytesIO()
+    pil.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def save_image(image: torch.Tensor, path: str | Path, *, scale: int = 1) -> Path:
+    """Write one (C, H, W) image as PNG atomically; ``scale`` enlarges it with nearest-neighbour."""
+    atomic_write_bytes(Path(path), png_bytes(image, scale=scale))
+    return Path(path)
+
+
+def output_names(inputs: Sequence[Path], suffix: str = ".png") -> list[Path]:
+    """Where each input goes when a batch of image files is written out as ``suffix`` files: the one
+    naming policy of every command that writes one output per input (translate, stylize, augment).
+
+    ``inputs`` are paths relative to the output folder, with their own extensions (``sub/a.jpg``). Each
+    keeps its path with the extension replaced; when that would clash with an input already of type
+    ``suffix`` (``a.jpg`` next to ``a.png``), the other keeps its extension in the name (``a_jpg.png``);
+    any remaining clash (the same name given twice) is numbered: ``a_2.png``, ``a_3.png``.
+    """
+    plain = {rel.with_suffix(suffix) for rel in inputs if rel.suffix.lower() == suffix}
+    taken: set[Path] = set()
+    names = []
+    for rel in inputs:
+        target = rel.with_suffix(suffix)
+        if rel.suffix.lower() != suffix and target in plain:
+            target = rel.with_name(f"{rel.stem}_{rel.suffix.lstrip('.').lower()}{suffix}")
+        first, n = target, 2
+        while target in taken:
+            target, n = first.with_name(f"{first.stem}_{n}{suffix}"), n + 1
+        taken.add(target)
+        names.append(target)
+    return names

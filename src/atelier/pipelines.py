@@ -1,0 +1,134 @@
+"""The pipeline façade: load any saved model once, then call it with tensors in and tensors out.
+
+``Pipeline.load(path)`` takes a training run directory, one of its checkpoints, or a saved model
+directory, of any family, and gives the same small set of calls the CLI and the HTTP service use::
+
+    pipe = Pipeline.load("runs/cgan")
+    grid = pipe.sample(16, seed=0, label=3)            # (16, C, H, W) uint8
+    frames = pipe.interpolate(seeds=(0, 1), steps=8)   # (8, C, H, W) uint8
+    recon = pipe.reconstruct(images)                   # VAE: (N, C, H, W) uint8 reconstructions
+    styled = pipe.stylize(photo)                       # fast-style model: (3, H, W) float in [0, 1]
+    fake_b = pipe.translate(images, "a2b")             # CycleGAN: (N, C', H, W) uint8
+
+Each call says clearly when the model's family cannot do it. Images come back as uint8 (stylised
+photos as floats in [0, 1], as :mod:`atelier.style` returns them); inputs may be uint8 or floats in
+[-1, 1] (photos for ``stylize``: floats in [0, 1]).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from atelier.data.base import to_uint8
+from atelier.models.pretrained import load_pretrained, resolve_pretrained
+from atelier.models.sampling import sample_images
+
+#: What each operation needs of a model, to name the fault when it is missing.
+_NEEDS = {"sample": "a generative model (e.g. a GAN or VAE)", "interpolate": "a generative model (e.g. a GAN or VAE)",
+          "reconstruct": "a model with an encoder (e.g. a VAE)", "stylize": "a fast-style network",
+          "translate": "an image-to-image model (e.g. a CycleGAN)"}
+
+
+def _as_model_input(images: torch.Tensor) -> torch.Tensor:
+    """uint8 images or floats in [-1, 1] -> float (N, C, H, W) in [-1, 1]."""
+    if images.dim() == 3:
+        images = images[None]
+    if images.dim() != 4:
+        raise ValueError(f"expected images of shape (N, C, H, W) or (C, H, W), got {tuple(images.shape)}")
+    return images.float().div(127.5).sub(1.0) if images.dtype == torch.uint8 else images.float()
+
+
+@dataclass
+class Pipeline:
+    """A loaded model of any family (``family`` says which) and the operations it supports."""
+
+    model: Any
+    path: Path
+    config: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, *, device: str | torch.device = "cpu") -> "Pipeline":
+        """Load a run directory, checkpoint directory or saved model directory onto ``device``."""
+        ckpt, config = resolve_pretrained(path)
+        model = load_pretrained(ckpt, map_location=device)
+        return cls(model.eval(), ckpt, config)
+
+    @property
+    def family(self) -> str:
+        return self.model.family
+
+    @property
+    def operations(self) -> list[str]:
+        """The operations this model supports (its class's ``tasks``), e.g. for listings in the studio."""
+        return list(getattr(self.model, "tasks", ()))
+
+    def _require(self, operation: str) -> None:
+        if operation not in self.operations:
+            raise ValueError(f"{self.path} holds a {self.family} model; {operation} needs {_NEEDS[operation]}")
+
+    # -- generation ---------------------------------------------------------------------------------
+    def sample(self, n: int, *, seed: int = 0, label: int | None = None, truncation: float | None = None,
+               batch_size: int = 500, with_labels: bool = False) -> Any:
+        """``n`` samples as (n, C, H, W) uint8, reproducible from ``seed``; ``label`` fixes the class of a
+        conditional model (otherwise classes cycle 0..K-1). ``with_labels``: (images, labels or None)."""
+        self._require("sample")
+        with torch.no_grad():
+            drawn = sample_images(self.model, n, seed=seed, label=label, truncation=truncation, batch_size=batch_size)
+        return (drawn.images, drawn.labels) if with_labels else drawn.images
+
+    def interpolate(self, *, seeds: tuple[int, int] | None = None, classes: tuple[int, int] | None = None,
+                    steps: int = 10, seed: int = 0, label: int | None = None, method: str = "slerp",
+                    truncation: float | None = None) -> torch.Tensor:
+        """Frames (steps, C, H, W) uint8 from the latent of ``seeds[0]`` to that of ``seeds[1]`` (with
+        ``label`` for a conditional model), or, with ``classes``, one latent (that of ``seed``) morphing
+        from one class to the other."""
+        from atelier.creative.interpolate import interpolate_classes, interpolate_seeds
+
+        self._require("interpolate")
+        if (seeds is None) == (classes is None):
+            raise ValueError("give either seeds=(a, b) or classes=(a, b)")
+        with torch.no_grad():
+            if seeds is not None:
+                frames = interpolate_seeds(self.model, seeds[0], seeds[1], steps, label=label, method=method,
+                                           truncation=truncation)
+            else:
+                frames = interpolate_classes(self.model, classes[0], classes[1], steps, seed=seed,
+                                             truncation=truncation)
+        return frames if frames.dtype == torch.uint8 else to_uint8(frames)
+
+    # -- images in ---------------------------------------------------------------------------------
+    def reconstruct(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """VAE reconstructions (posterior means decoded) of uint8 or [-1, 1] images, as uint8."""
+        self._require("reconstruct")
+        with torch.no_grad():
+            return to_uint8(self.model.reconstruct(_as_model_input(images), labels))
+
+    def encode(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """VAE posterior (mean, logvar) of uint8 or [-1, 1] images."""
+        self._require("reconstruct")
+        return self.model.encode_images(_as_model_input(images), labels)
+
+    def translate(self, images: torch.Tensor, direction: str = "a2b") -> torch.Tensor:
+        """CycleGAN translation of uint8 or [-1, 1] images, ``a2b`` or ``b2a``, as uint8."""
+        self._require("translate")
+        if direction not in ("a2b", "b2a"):
+            raise ValueError(f"direction must be 'a2b' or 'b2a', got {direction!r}")
+        return to_uint8(self.model.translate(_as_model_input(images), direction))
+
+    def stylize(self, images: torch.Tensor, *, strength: float = 1.0, precision: str = "fp32") -> torch.Tensor:
+        """Fast-style stylisation of (3, H, W) or (B, 3, H, W) photos in [0, 1]; same shape, in [0, 1]."""
+        from atelier.style.fast import stylize_with_model
+
+        self._require("stylize")
+        return stylize_with_model(self.model, images, strength, precision=precision)
+
+
+def load(path: str | os.PathLike, *, device: str | torch.device = "cpu") -> Pipeline:
+    """``Pipeline.load``: any saved model, ready for ``sample`` / ``interpolate`` / ``reconstruct`` /
+    ``stylize`` / ``translate``."""
+    return Pipeline.load(path, device=device)
