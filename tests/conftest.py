@@ -13,6 +13,7 @@ from typing import Callable, Iterator
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 
 def _idx_bytes(array: np.ndarray, magic: int) -> bytes:
@@ -93,3 +94,40 @@ def serve() -> Iterator[Callable[[Path], tuple[str, list[str]]]]:
     for server in servers:
         server.shutdown()
         server.server_close()
+
+
+# -- the smallest training run of every family -----------------------------------------------------------
+
+
+def _blobs(folder: Path, n: int, *, colour: bool, seed: int, size: int = 24) -> Path:
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size]
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        cy, cx, r = rng.uniform(6, size - 6), rng.uniform(6, size - 6), rng.uniform(2, 6)
+        blob = ((yy - cy) ** 2 + (xx - cx) ** 2 < r * r).astype(np.uint8) * 200 + 30
+        image = np.stack([blob, 255 - blob, blob // 2], -1) if colour else blob
+        Image.fromarray(image.astype(np.uint8)).save(folder / f"{i:03d}.png")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def family_args(tmp_path_factory) -> Callable[[str], "list[str] | None"]:
+    """``family_args(name)``: the CLI arguments (data and model) of the smallest training run of each
+    registered family, for the registry-wide and torchrun tests; None for a family not listed here.
+
+    A new family adds its line here (``test_every_family_has_cli_example`` fails until it does)."""
+    root = tmp_path_factory.mktemp("families")
+    a, b = _blobs(root / "a", 8, colour=False, seed=0), _blobs(root / "b", 8, colour=True, seed=1)
+    photos = _blobs(root / "photos", 4, colour=True, seed=2, size=48)
+    style = _blobs(root / "style", 1, colour=True, seed=3, size=48) / "000.png"
+    examples = {
+        "gan": ["--data", "digits", "--batch-size", "8", "--g-width", "8", "--d-width", "8", "--latent-dim", "8"],
+        "vae": ["--data", "digits", "--batch-size", "8", "--width", "8", "--hidden", "0", "--latent-dim", "4",
+                "--iw-samples", "2", "--iw-images", "8"],
+        "cyclegan": ["--domain-a", str(a), "--domain-b", str(b), "--resolution", "16", "--batch-size", "2",
+                     "--g-width", "4", "--d-width", "4", "--n-blocks", "1"],
+        "fast-style": ["--style", str(style), "--content-dir", str(photos), "--size", "32", "--batch-size", "2",
+                       "--width", "4", "--n-res-blocks", "1", "--no-download"],
+    }
+    return examples.get

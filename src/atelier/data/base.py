@@ -102,7 +102,7 @@ class ImageDataset:
     """
 
     images: torch.Tensor
-    labels: torch.Tensor | None
+    labels: torch.Tensor | None = None
     classes: list[str] | None = None
     name: str = "dataset"
     meta: dict = field(default_factory=dict)

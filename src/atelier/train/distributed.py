@@ -50,3 +50,24 @@ class DistContext:
 
         ids = [device.index] if device.type == "cuda" else None
         return DistributedDataParallel(module, device_ids=ids, broadcast_buffers=False)
+
+    @torch.no_grad()
+    def average_buffers(self, module: torch.nn.Module) -> None:
+        """Average ``module``'s floating-point buffers (batch-norm running statistics) over the ranks.
+
+        DDP all-reduces gradients, so parameters stay identical; running statistics are computed from
+        each rank's own batches and would drift apart (DDP's broadcast_buffers would overwrite them
+        from rank 0 in the middle of a step, which the GAN's several discriminator passes do not
+        allow). One all-reduce of all buffers at once, after each step, keeps the ranks identical."""
+        if not self.enabled:
+            return
+        buffers = [b for b in module.buffers() if b.is_floating_point()]
+        if not buffers:
+            return
+        flat = torch.cat([b.reshape(-1).float() for b in buffers])
+        dist.all_reduce(flat)
+        flat /= self.world_size
+        offset = 0
+        for b in buffers:
+            b.copy_(flat[offset : offset + b.numel()].view_as(b))
+            offset += b.numel()

@@ -125,6 +125,7 @@ class Trainer:
             while (total is None or self.step < total) and (deadline is None or time.monotonic() < deadline):
                 self._set_lr(total)
                 logs = self.step_fn.train_step(self.sampler(self.step), self.step)
+                self.dist.average_buffers(self.step_fn.model)
                 values = {k: float(v) for k, v in logs.items()}
                 self._check_finite(values)
                 self.step += 1
