@@ -203,8 +203,10 @@ def test_sample_to_an_unsupported_suffix_fails(uncond_run: Path, tmp_path: Path,
 
 def test_models_lists_the_registry(capsys) -> None:
     assert main(["models"]) == 0
-    lines = capsys.readouterr().out.split()
-    assert "dcgan" in lines and "dcgan64" in lines
+    lines = capsys.readouterr().out.splitlines()
+    rows = {line.split()[0]: line.split() for line in lines}
+    assert {"gan", "vae", "cyclegan", "fast-style"} <= set(rows)  # every family, with its presets
+    assert "dcgan" in rows["gan"] and "dcgan64" in rows["gan"] and "beta-vae" in rows["vae"]
 
 
 def test_help_and_version_in_a_subprocess() -> None:

@@ -396,3 +396,20 @@ def test_cosine_schedule_is_applied_to_the_optimisers(tmp_path) -> None:
     group = state["optimizers"]["vae"]["param_groups"][0]
     assert group["base_lr"] == pytest.approx(1e-3)
     assert group["lr"] == pytest.approx(1e-3 * 0.5 * (1 + math.cos(math.pi * 3 / 4)))  # the factor at step 5
+
+
+def test_a_run_saved_with_the_old_flat_training_config_resumes(tmp_path: Path) -> None:
+    """Runs saved before the family configs were split carry every family's fields (a VAE run had
+    augment="none", ada_target, lr_d): they still resume."""
+    from atelier.train import resume_run
+
+    out = tmp_path / "vae"
+    train_model("vae", data=DIGITS, train=family_train_config("vae", steps=2, batch_size=16, progress=False,
+                                                              tensorboard=False, iw_samples=0),
+                out=out, model_kwargs=dict(width=8, hidden=0, latent_dim=4))
+    ckpt = latest_checkpoint(out)
+    config = json.loads((ckpt / "config.json").read_text())
+    config["train"].update(augment="none", augment_policy=None, ada_target=0.6, ada_kimg=100.0, ada_interval=4,
+                           lr_d=None)
+    (ckpt / "config.json").write_text(json.dumps(config))
+    assert resume_run(out, {"steps": 3}).steps == 3

@@ -114,9 +114,12 @@ def _add_evaluate(sub) -> None:
 
 
 def _cmd_models(args) -> int:
-    from atelier.models.registry import list_models
+    from atelier.models.registry import get_family, list_families, list_models, model_family
+    from atelier.train import steps  # noqa: F401 - registers every family
 
-    print("\n".join(list_models()))
+    for family in list_families():
+        presets = [name for name in list_models() if model_family(name) == family]
+        print(f"{family:12s} {' '.join(presets):48s} atelier train {family}: {get_family(family).summary}")
     return 0
 
 
@@ -161,7 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_style_parsers(sub)  # stylize, style train, style weights
 
-    m = sub.add_parser("models", help="list registered models")
+    m = sub.add_parser("models", help="list the model families and their registered models (presets)")
     m.set_defaults(func=_cmd_models)
     return parser
 

@@ -42,7 +42,6 @@ class TrainConfig:
     minutes: float | None = None  # wall-clock budget (ends at whichever comes first)
     seed: int = 0
     lr: float = 2e-4
-    lr_d: float | None = None  # discriminator learning rate for GANs (default: lr)
     betas: tuple[float, float] = (0.5, 0.999)  # Adam's beta1 and beta2
     lr_schedule: Literal["constant", "cosine", "linear"] = "constant"  # cosine decays to 0 by the last step;
     # linear keeps the rate for the first half, then decays it linearly to 0 (CycleGAN); both need steps or epochs

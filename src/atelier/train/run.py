@@ -53,7 +53,10 @@ def resume_configs(run_dir: str | Path, train_overrides: dict[str, Any]) -> tupl
     if saved is None:
         raise FileNotFoundError(f"{run_dir}: nothing to resume (no checkpoint found under {run_dir}/checkpoints)")
     family = get_family(saved["model"]["family"])
-    train = to_dict(from_dict(family.train_config, saved["train"]))
+    # Runs saved before the family configs were split hold every family's training fields (a VAE run
+    # has augment="none"): what this family's config does not have is dropped.
+    known = {f.name for f in dataclasses.fields(family.train_config)}
+    train = to_dict(from_dict(family.train_config, {k: v for k, v in saved["train"].items() if k in known}))
     train.update(train_overrides)
     if "steps" in train_overrides or "epochs" in train_overrides:  # one length setting replaces the other
         train["epochs" if "steps" in train_overrides else "steps"] = None

@@ -59,6 +59,7 @@ class CycleGANTrainConfig(TrainConfig):
     of 8 rather than 1 (instance norm makes the batch size harmless, and the CPU far more efficient)."""
 
     batch_size: int = 8
+    lr_d: float | None = None  # the discriminators' learning rate (default: lr)
     lr_schedule: Literal["constant", "cosine", "linear"] = "linear"  # linear keeps the rate for the first
     # half, then decays it linearly to 0 (the paper); cosine decays to 0 by the last step; both need steps
     # or epochs

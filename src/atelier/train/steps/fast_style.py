@@ -174,6 +174,5 @@ class FastStyleStep(TrainStep):
 FAMILY = register_family(Family(
     name="fast-style", model_class=TransformerNet, step_class=FastStyleStep, train_config=FastStyleTrainConfig,
     data_config=FastStyleDataConfig, default_model="transformer-net",
-    summary="train a feed-forward style network on content photos (presets: transformer-net, "
-            "transformer-net-johnson)",
+    summary="train a feed-forward style network on content photos (also: atelier style train)",
 ))

@@ -23,6 +23,7 @@ class GANTrainConfig(GenerativeTrainConfig):
     """GAN training: the DCGAN recipe (Adam 2e-4, beta1 0.5, batch 64, the base defaults), plus what the
     discriminator sees, augmented, for training on little data."""
 
+    lr_d: float | None = None  # the discriminator's learning rate (default: lr)
     augment: Literal["none", "diffaugment", "ada"] = "none"  # augment what the discriminator sees (real and
     # fake), for little data: diffaugment (Zhao et al. 2020) or ada (adaptive strength p, Karras et al. 2020)
     augment_policy: str | None = None  # comma-separated ops; diffaugment: color,translation,cutout (default:
@@ -171,5 +172,5 @@ class GANStep(GenerativeStep):
 
 FAMILY = register_family(Family(
     name="gan", model_class=GAN, step_class=GANStep, train_config=GANTrainConfig, data_config=DataConfig,
-    default_model="dcgan", summary="train a DCGAN (presets: dcgan, dcgan64)", conditional=True,
+    default_model="dcgan", summary="train a DCGAN (class-conditional with --conditional)", conditional=True,
 ))

@@ -98,6 +98,6 @@ def held_out_metrics(model: VAE, data: DataConfig, train: VAETrainConfig, run_di
 
 FAMILY = register_family(Family(
     name="vae", model_class=VAE, step_class=VAEStep, train_config=VAETrainConfig, data_config=DataConfig,
-    default_model="vae", summary="train a (beta-, conditional) convolutional VAE (presets: vae, beta-vae)",
+    default_model="vae", summary="train a (beta-, conditional) convolutional VAE",
     conditional=True,
 ))
