@@ -176,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return args.func(args)
-    except (DataError, TrainingDiverged, FileNotFoundError, ValueError, KeyError) as exc:
+    except (DataError, TrainingDiverged, FileNotFoundError, FileExistsError, ValueError, KeyError) as exc:
         from atelier.cli.errors import error_text
 
         print(f"atelier: error: {error_text(exc, args)}", file=sys.stderr)  # settings named as this command's flags

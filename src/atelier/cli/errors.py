@@ -31,6 +31,7 @@ FLAGS: dict[str, tuple[str, str | tuple[str, ...]]] = {
     "not_strict": ("leave out --strict", "strict"),
     "strict": ("--strict", "strict"),
     "overwrite": ("--overwrite", "overwrite"),
+    "resume": ("--resume", "resume"),
 }
 
 

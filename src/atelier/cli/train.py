@@ -52,6 +52,8 @@ def add_train_parser(families, family: Family, *, name: str | None = None,
                    "model_name, conditional); flags given on the command line override it")
     p.add_argument(*out_flags, dest="out", required=True, help="run directory (checkpoints, samples, logs)")
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
+    p.add_argument("--overwrite", action="store_true", help="start a new run in --out even though it holds one "
+                   "(its checkpoints, samples and logs are deleted first)")
     p.set_defaults(func=_cmd_train, config_dests=dests)
     return p
 
@@ -111,11 +113,14 @@ def _cmd_train(args) -> int:
         data_cfg, train_cfg = _build(family.data_config, data), _build(family.train_config, train)
         try:
             result = train_model(model_name, data=data_cfg, train=train_cfg, out=args.out, model_kwargs=model_kwargs,
-                                 conditional=conditional)
+                                 conditional=conditional, overwrite=args.overwrite)
         except DataError:  # names its own settings (see atelier.cli.errors)
             raise
         except ValueError as exc:  # e.g. the model config's checks: name the flags
             raise ValueError(in_flags(str(exc), family.model_config, family.train_config)) from None
     print(describe(result))
     print(f"samples: {Path(args.out) / 'samples' / 'latest.png'}   curves: {Path(args.out) / 'loss_curve.png'}")
-    return 0
+    if result.interrupted:
+        print(f"stopped early by {result.interrupted}; continue with: atelier train {family.name} --out {args.out} "
+              "--resume", file=sys.stderr)
+    return result.exit_code

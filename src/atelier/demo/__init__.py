@@ -30,7 +30,7 @@ def _gan_part(out: Path, data: DataConfig, steps: int, minutes: float | None, se
                            checkpoint_every=1000, log_every=50, progress=progress,
                            eval_every=1000, eval_n=359)  # FID on all 359 test digits; keeps checkpoints/best
     result = train_model("dcgan", data=data, train=train, out=run_dir, model_kwargs=dict(latent_dim=64, g_width=32, d_width=32),
-                         conditional=True)
+                         conditional=True, overwrite=True)  # the demo's own folder, redone each time
     print(describe(result))
     best = run_dir / "checkpoints" / "best"
     gan = load_pretrained(best if best.is_dir() else run_dir)
@@ -69,7 +69,7 @@ def _vae_part(out: Path, data: DataConfig, steps: int, minutes: float | None, se
     train = VAETrainConfig(steps=steps, minutes=minutes, seed=seed, sample_every=500,
                            checkpoint_every=1000, log_every=50, progress=progress, iw_samples=100)
     result = train_model("vae", data=data, train=train, out=run_dir,
-                         model_kwargs=dict(latent_dim=16, width=16, hidden=256))
+                         model_kwargs=dict(latent_dim=16, width=16, hidden=256), overwrite=True)
     print(describe(result))
     vae = load_pretrained(run_dir)
     test = load_dataset("digits", resolution=data.resolution, split="test", progress=False)

@@ -79,7 +79,7 @@ def _fast(out: Path, seed: int, progress: bool, minutes: float | None, quick: bo
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        result = train_fast_style(out / "fast-style", style=[str(photo_path(STYLE))],
+        result = train_fast_style(out / "fast-style", overwrite=True, style=[str(photo_path(STYLE))],
                                   content_dir=str(skimage_data_dir()), size=32 if quick else 128, batch_size=4,
                                   steps=2 if quick else 250, minutes=minutes, seed=seed, log_every=25,
                                   checkpoint_every=250, sample_every=250, progress=progress, download=False,
@@ -125,7 +125,7 @@ def _cyclegan(out: Path, seed: int, progress: bool, minutes: float | None, steps
                                 log_every=50, progress=progress, channels_last=True)
     data = UnpairedDataConfig(domain_a=str(root / "a"), domain_b=str(root / "b"), resolution=28)
     result = train_model("cyclegan", data=data, train=train, out=out / "cyclegan-run",
-                         model_kwargs=dict(g_width=16, d_width=16, n_blocks=3))
+                         model_kwargs=dict(g_width=16, d_width=16, n_blocks=3), overwrite=True)
     model = load_pretrained(out / "cyclegan-run").eval()
     judges = fit_judges(domains.a_train, domains.b_train, domains.a_test, domains.b_test, epochs=1 if quick else 20, seed=seed)
     with torch.no_grad():

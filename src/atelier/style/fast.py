@@ -34,7 +34,7 @@ _SHOWN = 5
 
 
 def train_fast_style(out_dir: str | os.PathLike, *, style: str | os.PathLike | Sequence[str | os.PathLike] | None = None,
-                     net: TransformerNetConfig | None = None, resume: bool = False,
+                     net: TransformerNetConfig | None = None, resume: bool = False, overwrite: bool = False,
                      features: torch.nn.Module | None = None, **settings: Any) -> TrainResult:
     """Train a fast-style network into the run directory ``out_dir`` (or continue it with ``resume``).
 
@@ -54,14 +54,11 @@ def train_fast_style(out_dir: str | os.PathLike, *, style: str | os.PathLike | S
                              "resume without net= (the saved network is used)")
         _, train_given = split_settings(settings, FastStyleDataConfig, FastStyleTrainConfig)
         return resume_run(out_dir, train_given, setup_options=options)
-    if saved is not None:  # never mix two runs' checkpoints
-        raise FileExistsError(f"{out_dir} already holds a training run; pass resume=True to continue it, "
-                              "or train into a new (or emptied) directory")
     data_given, train_given = split_settings(settings, FastStyleDataConfig, FastStyleTrainConfig)
     data = FastStyleDataConfig(style=[] if style is None else style, **data_given)
     model_kwargs = vars(net or TransformerNetConfig()).copy()
     return train_model("transformer-net", data=data, train=FastStyleTrainConfig(**train_given), out=out_dir,
-                       model_kwargs=model_kwargs, setup_options=options)
+                       model_kwargs=model_kwargs, setup_options=options, overwrite=overwrite)
 
 
 def load_fast_style_model(model: str | os.PathLike | TransformerNet, *,

@@ -24,6 +24,7 @@ from typing import Any
 
 import torch
 
+from atelier.data.base import Message, Option
 from atelier.io import DIR_MODE, FileFormatError, atomic_write_bytes, atomic_write_json, load_tensors, save_tensors
 from atelier.models.pretrained import LATEST
 
@@ -108,3 +109,77 @@ def prune_checkpoints(checkpoints: Path, keep: int, protect: set[str] = frozense
     for old in steps[: max(0, len(steps) - keep)]:
         if old.name not in protect:
             shutil.rmtree(old, ignore_errors=True)
+
+
+#: What a run directory holds that Atelier wrote (``overwrite`` removes these, and nothing else).
+RUN_ARTEFACTS = ("checkpoints", "samples", "tb", "history.jsonl", "eval.jsonl", "config.json", "metrics.json",
+                 "loss_curve.png", "eval_curve.png")
+
+
+class RunExistsError(FileExistsError):
+    """A new run was pointed at a directory that already holds one; ``message`` names the way out
+    (``resume`` or ``overwrite``) so each front end can spell it (see :mod:`atelier.cli.errors`)."""
+
+    def __init__(self, message: Message) -> None:
+        self.message = message
+        super().__init__(str(message))
+
+
+def remove_stale_temporaries(run_dir: Path) -> list[Path]:
+    """Delete half-written checkpoint folders a killed run left behind (``.step_*.tmp*``, ``.best.old-*``);
+    returns what was removed. A complete checkpoint is never touched: it is renamed into place whole."""
+    checkpoints = Path(run_dir) / "checkpoints"
+    stale = [p for p in checkpoints.glob(".*") if p.is_dir() and (".tmp" in p.name or ".old-" in p.name)] \
+        if checkpoints.is_dir() else []
+    for p in stale:
+        shutil.rmtree(p, ignore_errors=True)
+    return stale
+
+
+def prepare_run_dir(run_dir: Path, *, resume: bool, overwrite: bool) -> None:
+    """Refuse to start a new run in a directory that is not empty, unless ``overwrite`` (then the
+    previous run's files are deleted; other files are left alone). Stale temporaries go either way."""
+    run_dir = Path(run_dir)
+    remove_stale_temporaries(run_dir)
+    if resume or not run_dir.is_dir() or not any(run_dir.iterdir()):
+        return
+    if not overwrite:
+        held = "a training run" if (run_dir / "checkpoints").is_dir() or (run_dir / "config.json").is_file() \
+            else "other files"
+        raise RunExistsError(Message(
+            f"{run_dir} already holds {held}; continue it with ", Option("resume", "resume=True"),
+            ", start again with ", Option("overwrite", "overwrite=True"),
+            " (deletes the old run's checkpoints, samples and logs), or train into a new directory"))
+    for name in RUN_ARTEFACTS:
+        path = run_dir / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
+
+
+def resumable_checkpoint(run_dir: Path) -> Path:
+    """The checkpoint ``--resume`` continues: the one ``checkpoints/latest`` names, else the newest
+    complete ``step_*`` checkpoint (a killed run may have lost the pointer); else FileNotFoundError
+    saying what is there and why none of it is usable."""
+    run_dir = Path(run_dir)
+    checkpoints = run_dir / "checkpoints"
+    pointer = checkpoints / LATEST
+    if pointer.is_file():
+        named = checkpoints / pointer.read_text().strip()
+        if not _missing(named):
+            return named
+    candidates = sorted((p for p in checkpoints.glob("step_*") if p.is_dir()), reverse=True) \
+        if checkpoints.is_dir() else []
+    for candidate in candidates:
+        if not _missing(candidate):
+            return candidate
+    if not candidates:
+        raise FileNotFoundError(f"{run_dir}: nothing to resume (no checkpoint under {checkpoints})")
+    why = "; ".join(f"{c.name} lacks {', '.join(_missing(c))}" for c in candidates[:3])
+    raise FileNotFoundError(f"{run_dir}: no complete checkpoint to resume from ({why})")
+
+
+def _missing(checkpoint: Path) -> list[str]:
+    return [n for n in ("model.safetensors", "state.safetensors", "state.json", "config.json")
+            if not (checkpoint / n).is_file()]

@@ -14,14 +14,18 @@ from atelier.device import resolve_device, resolve_precision
 from atelier.io import load_json
 from atelier.models.pretrained import latest_checkpoint
 from atelier.models.registry import Family, create_model, get_family, model_family
+from atelier.train.checkpoint import prepare_run_dir, resumable_checkpoint
 from atelier.train.config import TrainConfig
 from atelier.train.distributed import DistContext
 from atelier.train.trainer import Hook, Trainer, TrainResult
 
 
 def saved_run_config(run_dir: str | Path) -> dict[str, Any] | None:
-    """The resolved configs of the newest checkpoint of ``run_dir``, or None if there is none."""
-    ckpt = latest_checkpoint(Path(run_dir))
+    """The resolved configs of the checkpoint ``run_dir`` would resume from, or None if there is none."""
+    try:
+        ckpt = resumable_checkpoint(Path(run_dir))
+    except FileNotFoundError:
+        ckpt = latest_checkpoint(Path(run_dir))
     return load_json(ckpt / "config.json") if ckpt else None
 
 
@@ -76,6 +80,7 @@ def train_model(
     resume: bool = False,
     hooks: list[Hook] | None = None,
     setup_options: dict[str, Any] | None = None,
+    overwrite: bool = False,
 ) -> TrainResult:
     """Train ``model_name`` (a registry name of any family) on ``data`` into the run directory ``out``.
 
@@ -83,13 +88,18 @@ def train_model(
     as the family's, its own fields at their defaults). The model's data-given settings (resolution,
     channels) follow the data; ``conditional`` gives it one class per dataset label. With ``resume``
     training continues from the newest checkpoint of ``out``; the model is rebuilt from ``model_kwargs``
-    (see :func:`resume_run` for continuing from the saved configs alone). ``setup_options`` go to the
+    (see :func:`resume_run` for continuing from the saved configs alone). A new run into a directory
+    that is not empty is refused unless ``overwrite`` (which deletes the old run's files first); a
+    run stopped by SIGINT/SIGTERM saves a checkpoint and says so in ``result.interrupted``. ``setup_options`` go to the
     family step's ``setup_run`` (e.g. ``features=`` for fast style: a ready feature network).
     """
     family: Family = get_family(model_family(model_name))
     train = as_family_config(train, family.train_config)
     data = as_family_config(data, family.data_config)
     dist = DistContext.from_env()
+    if dist.is_main:
+        prepare_run_dir(Path(out), resume=resume, overwrite=overwrite)
+    dist.barrier()  # rank 0 has checked (and, to overwrite, cleared) the run directory before anyone writes
     device = resolve_device(train.device, dist.local_rank)
     train = replace(train, precision=resolve_precision(train.precision, device))  # record what ran
     step_cls = family.step_class
@@ -110,7 +120,7 @@ def train_model(
     trainer = Trainer(step_fn, setup.dataset, train, out, run_config=run_config, device=device, dist=dist,
                       hooks=hooks, sampler=setup.sampler)
     result = trainer.fit(resume=resume)
-    if dist.is_main:
+    if dist.is_main and not result.interrupted:
         result.metrics = step_fn.finish(Path(out), data, train)
     return result
 

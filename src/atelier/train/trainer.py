@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import math
+import signal
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,9 +24,16 @@ from atelier.report.plots import plot_curves
 from atelier.train.batches import BatchSampler
 from atelier.io import atomic_write_bytes, atomic_write_json, load_tensors
 from atelier.models.pretrained import latest_checkpoint
-from atelier.train.checkpoint import load_train_state, prune_checkpoints, save_checkpoint, set_latest
+from atelier.train.checkpoint import (
+    load_train_state,
+    prune_checkpoints,
+    resumable_checkpoint,
+    save_checkpoint,
+    set_latest,
+)
 from atelier.train.config import TrainConfig, lr_factor
 from atelier.train.distributed import DistContext
+from atelier.train.signals import StopRequest, stop_on_signals
 from atelier.train.steps.base import TrainStep
 
 #: Called after every step as ``hook(trainer, step)``; a returned dict is logged as an evaluation
@@ -46,6 +55,12 @@ class TrainResult:
     history: list[dict[str, Any]] = field(default_factory=list)
     evaluations: list[dict[str, Any]] = field(default_factory=list)  # from evaluation hooks (e.g. FID)
     metrics: dict[str, Any] = field(default_factory=dict)  # end-of-run metrics (a VAE's test ELBO)
+    interrupted: str | None = None  # the signal that stopped the run early ("SIGTERM", "SIGINT"), if one did
+
+    @property
+    def exit_code(self) -> int:
+        """0 for a run that ended as planned; 128 + the signal's number for one a signal stopped."""
+        return 128 + signal.Signals[self.interrupted].value if self.interrupted else 0
 
 
 class Trainer:
@@ -117,48 +132,27 @@ class Trainer:
         per_step = cfg.batch_size * self.dist.world_size
         bar = tqdm(total=total, initial=self.step, unit="step", dynamic_ncols=True,
                    disable=not (cfg.progress and self.dist.is_main), desc=f"train {self.run_dir.name}")
-        window: dict[str, float] = {}
-        window_steps, window_start = 0, time.perf_counter()
         self._session_start, start_step = time.perf_counter(), self.step
-        last_saved = self.step if resume else -1
+        self._last_saved = self.step if resume else -1
+        stop = self._stop = StopRequest()
         try:
-            while (total is None or self.step < total) and (deadline is None or time.monotonic() < deadline):
-                self._set_lr(total)
-                logs = self.step_fn.train_step(self.sampler(self.step), self.step)
-                self.dist.average_buffers(self.step_fn.model)
-                values = {k: float(v) for k, v in logs.items()}
-                self._check_finite(values)
-                self.step += 1
-                bar.update(1)
-                for k, v in values.items():
-                    window[k] = window.get(k, 0.0) + v
-                window_steps += 1
-                if self.step % cfg.log_every == 0 or self.step == total:
-                    now = time.perf_counter()
-                    record = {k: v / window_steps for k, v in window.items()}
-                    record["images_per_second"] = window_steps * per_step / max(now - window_start, 1e-9)
-                    self._log(record, bar)
-                    window, window_steps, window_start = {}, 0, time.perf_counter()
-                for hook in self.hooks:
-                    self._log_eval(hook(self, self.step), bar)
-                if self.step % cfg.sample_every == 0:
-                    self.save_samples()
-                if self.step % cfg.checkpoint_every == 0:
-                    self.save_checkpoint()
-                    last_saved = self.step
-        except KeyboardInterrupt:
-            bar.write("interrupted: saving a checkpoint so --resume can continue")
-        except BaseException:
+            with stop_on_signals() as stop:
+                self._stop = stop
+                self._loop(total, deadline, per_step, bar)
+        except BaseException:  # incl. a second Ctrl-C: out at once, mid-step, so no checkpoint of this state
             if self._writer is not None:  # keep what was logged up to the failure
                 self._writer.close()
             raise
         finally:
             bar.close()
+        if stop.signum is not None and self.dist.is_main:
+            print(f"stopped by {stop.name} at step {self.step}: saving a checkpoint so --resume can continue",
+                  file=sys.stderr)
         seconds = time.perf_counter() - self._session_start
-        for hook in self.hooks:
+        for hook in self.hooks if stop.signum is None else []:  # an interrupted run ends promptly
             if hasattr(hook, "on_end"):
                 self._log_eval(hook.on_end(self), None)
-        if self.step != last_saved:
+        if self.step != self._last_saved:
             self.save_checkpoint()
         self.elapsed += seconds
         self.save_samples()
@@ -172,7 +166,52 @@ class Trainer:
         done = self.step - start_step
         ckpt = latest_checkpoint(self.run_dir)
         return TrainResult(self.run_dir, self.step, seconds, done * per_step / max(seconds, 1e-9), ckpt, self.history,
-                           self.evaluations)
+                           self.evaluations, interrupted=stop.name)
+
+    def _loop(self, total: int | None, deadline: float | None, per_step: int, bar) -> None:
+        """Steps until the length, the deadline or a stop signal (looked at between steps only)."""
+        cfg = self.cfg
+        window: dict[str, float] = {}
+        window_steps, window_start = 0, time.perf_counter()
+        while (total is None or self.step < total) and (deadline is None or time.monotonic() < deadline):
+            self._set_lr(total)
+            logs = self.step_fn.train_step(self.sampler(self.step), self.step)
+            self.dist.average_buffers(self.step_fn.model)
+            values = {k: float(v) for k, v in logs.items()}
+            self._check_finite(values)
+            self.step += 1
+            bar.update(1)
+            for k, v in values.items():
+                window[k] = window.get(k, 0.0) + v
+            window_steps += 1
+            if self.step % cfg.log_every == 0 or self.step == total:
+                now = time.perf_counter()
+                record = {k: v / window_steps for k, v in window.items()}
+                record["images_per_second"] = window_steps * per_step / max(now - window_start, 1e-9)
+                self._log(record, bar)
+                window, window_steps, window_start = {}, 0, time.perf_counter()
+            for hook in self.hooks:
+                self._log_eval(hook(self, self.step), bar)
+            if self.step % cfg.sample_every == 0:
+                self.save_samples()
+            if self.step % cfg.checkpoint_every == 0:
+                self.save_checkpoint()
+                self._last_saved = self.step
+            if self._stop_requested():
+                break
+
+    def _stop_requested(self) -> bool:
+        """Whether a signal asked to stop; under DDP, whether any rank got one (all stop at one step)."""
+        flag = self._stop.signum is not None
+        if self.dist.enabled:
+            import torch.distributed
+
+            t = torch.tensor([float(self._stop.signum or 0)])
+            torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
+            if t.item() and self._stop.signum is None:
+                self._stop.signum = int(t.item())
+            flag = bool(t.item())
+        return flag
 
     # -- bookkeeping -------------------------------------------------------------------------
     def _set_lr(self, total: int | None) -> None:
@@ -287,9 +326,7 @@ class Trainer:
 
     def restore(self, path: Path | None = None) -> int:
         """Load model, optimisers, step state and RNG from ``path`` (default: the newest checkpoint)."""
-        path = path or latest_checkpoint(self.run_dir)
-        if path is None:
-            raise FileNotFoundError(f"{self.run_dir}: nothing to resume (no checkpoints/latest)")
+        path = path or resumable_checkpoint(self.run_dir)
         self.step_fn.model.load_state_dict(load_tensors(path / "model.safetensors"))
         state = load_train_state(path)
         for name, opt in self.step_fn.optimizers.items():
