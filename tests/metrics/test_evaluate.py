@@ -241,3 +241,28 @@ def test_demo_trains_evaluates_and_writes_its_page(digits_home, tmp_path) -> Non
         assert (tmp_path / "demo" / name).is_file()
     assert "RANDOM" in html  # offline, the style demos say they ran on the random feature fallback
     assert "CycleGAN" in html and "Fast style" in html
+
+
+def test_a_folder_of_samples_is_sized_by_its_first_readable_image_through_the_guarded_decoder(tmp_path) -> None:
+    """An unreadable first file or a decompression bomb no longer decides (or breaks) the evaluation."""
+    import numpy as np
+    from PIL import Image
+
+    from atelier.data import DataError
+    from atelier.metrics.sources import load_generated
+
+    folder = tmp_path / "samples"
+    folder.mkdir()
+    (folder / "000_broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    Image.new("L", (8000, 8000)).save(folder / "001_bomb.png")  # 64 MP declared: refused from the header
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        Image.fromarray(rng.integers(0, 256, (20, 24), dtype=np.uint8)).save(folder / f"{i + 2:03d}.png")
+    with pytest.warns(UserWarning, match="000_broken.png"):
+        generated = load_generated(folder, n=None)
+    assert generated.images.shape == (3, 1, 20, 20)  # the first readable image's shorter side
+    only_bad = tmp_path / "bad"
+    only_bad.mkdir()
+    (only_bad / "a.png").write_bytes(b"nope")
+    with pytest.raises(DataError, match="none of the 1 images is readable"):
+        load_generated(only_bad, n=None)

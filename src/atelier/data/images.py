@@ -203,3 +203,19 @@ def output_names(inputs: Sequence[Path], suffix: str = ".png") -> list[Path]:
         taken.add(target)
         names.append(target)
     return names
+
+
+def image_size(path: str | os.PathLike, *, max_pixels: int | None = MAX_PIXELS) -> tuple[int, int]:
+    """(width, height) of an image file from its header alone, with the decoder's guards: only the
+    PNG/JPEG/WebP/BMP decoders, and a size over ``max_pixels`` refused. Raises :class:`DataError`
+    naming the file."""
+    p = Path(path)
+    try:
+        with strict_pil(), Image.open(p, formats=_FORMATS) as im:
+            w, h = im.size
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise DataError(f"{p}: not a readable image ({type(exc).__name__}: {exc})") from exc
+    if max_pixels is not None and w * h > max_pixels:
+        raise DataError(f"{p}: declares {w}x{h} = {w * h:,} pixels, over the limit of {max_pixels:,}; "
+                        "refused without decoding as a possible decompression bomb")
+    return w, h

@@ -25,6 +25,10 @@ class GeneratedSet:
     run_config: dict = field(default_factory=dict)  # a model's saved config.json (data, model, train)
 
 
+#: A folder of generated images is held in memory at its own size up to this many bytes.
+MAX_FOLDER_BYTES = 4 * 2**30
+
+
 def images_from_array(array: np.ndarray, source: str = "array") -> torch.Tensor:
     """An image array -> uint8 (N, C, H, W).
 
@@ -71,17 +75,27 @@ def _from_npz(path: Path, n: int | None) -> GeneratedSet:
 
 
 def _from_folder(path: Path, n: int | None, resolution: int | None) -> GeneratedSet:
-    from PIL import Image
-
     from atelier.data.folder import load_folder
-    from atelier.data.images import scan_images
+    from atelier.data.images import image_size, scan_images
 
-    if resolution is None:  # keep the images' own size (that of the first one)
+    if resolution is None:  # keep the images' own size: that of the first readable one
         files = scan_images(path)
         if not files:
             raise DataError(f"{path}: no images found (PNG, JPEG, WebP or BMP)")
-        with Image.open(files[0]) as im:
-            resolution = min(im.size)
+        problems = []
+        for file in files:
+            try:
+                resolution = min(image_size(file))
+                break
+            except DataError as exc:  # the loader below names every unreadable file again
+                problems.append(str(exc))
+        else:
+            raise DataError(f"{path}: none of the {len(files)} images is readable (first: {problems[0]})")
+        need = (n or len(files)) * 3 * resolution**2
+        if need > MAX_FOLDER_BYTES:
+            raise DataError(f"{path}: {min(n or len(files), len(files)):,} images of {resolution}x{resolution} px "
+                            f"would take {need / 2**30:.1f} GiB in memory (the limit is "
+                            f"{MAX_FOLDER_BYTES / 2**30:.0f} GiB); evaluate fewer images (n) or smaller ones")
     data = load_folder(path, resolution=resolution, split="all" if (path / "train").is_dir() else "train",
                        progress=False)
     images = data.images[:n] if n else data.images
