@@ -20,7 +20,7 @@ from atelier.config import (
     split_settings,
 )
 from atelier.models.registry import get_family, list_families
-from atelier.train import steps  # noqa: F401 - registers every family
+import atelier.train  # noqa: F401 - registers every family
 
 
 @dataclass

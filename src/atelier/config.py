@@ -6,6 +6,7 @@ Every checkpoint carries the resolved configs as JSON so a run can be reproduced
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import platform
 import types
@@ -89,6 +90,7 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
 # CLI's flags can never drift from the fields they set.
 
 
+@functools.lru_cache(maxsize=None)  # the class source is read once per process
 def field_help(cls: type) -> dict[str, str]:
     """Each field's help text: its trailing ``# comment`` in the class source, continued by comment lines
     right below it (base classes first, so a subclass may override)."""

@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from atelier.data.base import to_uint8
+from atelier.data.base import to_float, to_uint8
 from atelier.models.pretrained import load_pretrained, resolve_pretrained
 from atelier.models.sampling import sample_images
 
@@ -40,7 +40,7 @@ def _as_model_input(images: torch.Tensor) -> torch.Tensor:
         images = images[None]
     if images.dim() != 4:
         raise ValueError(f"expected images of shape (N, C, H, W) or (C, H, W), got {tuple(images.shape)}")
-    return images.float().div(127.5).sub(1.0) if images.dtype == torch.uint8 else images.float()
+    return to_float(images) if images.dtype == torch.uint8 else images.float()
 
 
 @dataclass

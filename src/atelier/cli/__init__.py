@@ -7,10 +7,6 @@ import sys
 from pathlib import Path
 
 
-def _given(args, names) -> dict:
-    return {k: getattr(args, k) for k in names if getattr(args, k) is not None}
-
-
 def _cmd_sample(args) -> int:
     from atelier.creative import SampleSet, save_samples
     from atelier.pipelines import Pipeline
@@ -32,12 +28,13 @@ def _cmd_demo(args) -> int:
 
 
 def _cmd_evaluate(args) -> int:
+    from atelier.config import given_arguments
     from atelier.metrics.evaluate import EvalConfig, evaluate_source
     from atelier.report.evaluation import write_evaluation_report
 
     fields = ("data", "data_dir", "split", "n", "seed", "extractor", "inception_weights", "resize", "c2st_space",
               "copy_quantile", "copy_threshold", "batch_size", "device", "verify_weights")
-    kwargs = _given(args, fields)
+    kwargs = given_arguments(args, fields)
     if args.metrics:
         kwargs["metrics"] = tuple(m.strip() for m in args.metrics.split(",") if m.strip())
     if args.no_cache:

@@ -246,7 +246,7 @@ def _cmd_latent_map(args) -> int:
 
 def _cmd_novelty(args) -> int:
     from atelier.creative.novelty import nearest_neighbour_pairs
-    from atelier.creative.sampling import sample_images
+    from atelier.models.sampling import sample_images
     from atelier.report.grid import save_grid
 
     model = _load_model(args)

@@ -1,6 +1,7 @@
 """Exploring what a model learned: sampling, interpolation, traversals, arithmetic, novelty."""
 
-from atelier.creative.sampling import SampleSet, sample_images, save_samples
+from atelier.creative.sampling import save_samples
+from atelier.models.sampling import SampleSet, sample_images
 
 __all__ = ["SampleSet", "sample_images", "save_samples"]
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from atelier.io import atomic_write_bytes
-from atelier.models.sampling import SampleSet, sample_images  # noqa: F401 - part of this module's API
+from atelier.models.sampling import SampleSet
 from atelier.report.grid import save_grid
 
 

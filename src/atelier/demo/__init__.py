@@ -8,7 +8,8 @@ from pathlib import Path
 import torch
 
 from atelier.creative import interpolate_classes, interpolate_images, reconstruction_grid, traverse
-from atelier.creative.sampling import sample_images, save_samples
+from atelier.creative.sampling import save_samples
+from atelier.models.sampling import sample_images
 from atelier.demo.style import style_part
 from atelier.data import load_dataset
 from atelier.metrics import EvalConfig, evaluate_images
