@@ -94,3 +94,33 @@ def test_a_run_directory_loads_its_newest_checkpoint(tmp_path: Path) -> None:
     assert pipe.path.name == "step_0000002" and pipe.config["train"]["steps"] == 2
     with pytest.raises(FileNotFoundError, match="no such run"):
         Pipeline.load(tmp_path / "missing")
+
+
+def test_sample_batches_stream_the_same_samples(saved) -> None:
+    pipe = load(saved["cgan"])
+    batches = pipe.sample_batches(23, seed=5, batch_size=10)
+    parts = list(batches)
+    assert [p.images.shape[0] for p in parts] == [10, 10, 3]
+    images, labels = pipe.sample(23, seed=5, batch_size=10, with_labels=True)
+    assert torch.equal(torch.cat([p.images for p in parts]), images)
+    assert torch.equal(torch.cat([p.labels for p in parts]), labels)
+    assert torch.is_grad_enabled()  # drawing under no_grad did not leak to the caller
+    assert pipe.class_names == [str(i) for i in range(10)] and load(saved["vae"]).class_names is None
+    with pytest.raises(ValueError, match="between 1 and 1,000,000"):
+        pipe.sample_batches(10**9)  # refused at the call, before any batch
+
+
+def test_nan_weights_are_refused_unless_allowed(saved, tmp_path: Path) -> None:
+    from atelier.models.pretrained import NonFiniteWeightsWarning
+    from atelier.pipelines import NonFiniteWeightsError
+
+    model = load(saved["vae"]).model
+    with torch.no_grad():
+        dict(model.named_parameters())["decoder_ema.fc.0.weight"].view(-1)[:5] = float("nan")
+    broken = model.save_pretrained(tmp_path / "broken")
+    with pytest.raises(NonFiniteWeightsError, match=r"\(5 of .* values\).*allow_nonfinite=True"):
+        Pipeline.load(broken)
+    with pytest.warns(NonFiniteWeightsWarning, match="NaN or infinite values in 1 tensor"):
+        pipe = Pipeline.load(broken, allow_nonfinite=True)
+    with pytest.warns(UserWarning, match="samples held NaN"):
+        pipe.sample(2)

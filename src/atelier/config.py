@@ -8,16 +8,28 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import math
 import platform
 import types
 import typing
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
+
+import annotated_types as at
 
 from atelier.io import load_json
 
 T = TypeVar("T")
+
+# Constraints shared by many configs (see "validation" below). A range is ``at.Interval(ge=.., le=..)``;
+# upper limits are generous but finite: a size far beyond them is a typo, not a wish.
+Seed = Annotated[int, at.Interval(ge=0, le=2**63 - 1)]  # what torch.manual_seed accepts (non-negative)
+Probability = Annotated[float, at.Interval(ge=0.0, le=1.0)]
+NonNegative = Annotated[float, at.Ge(0.0)]
+Positive = Annotated[float, at.Gt(0.0)]
+Count = Annotated[int, at.Interval(ge=1, le=10**9)]  # steps, intervals: at least one
+Width = Annotated[int, at.Interval(ge=1, le=2**16)]  # channels of a layer
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:
@@ -25,26 +37,264 @@ def to_dict(cfg: Any) -> dict[str, Any]:
     return dataclasses.asdict(cfg)
 
 
-def from_dict(cls: type[T], data: dict[str, Any]) -> T:
+def from_dict(cls: type[T], data: Any) -> T:
     """Build ``cls`` from ``data``, recursing into nested dataclass fields.
 
     Unknown keys are an error (a typo in a config file should not be silently ignored); missing keys
-    take the field's default, so configs saved by older versions still load.
+    take the field's default, so configs saved by older versions still load. Values are checked and
+    converted by the class's declared constraints (:class:`Config`) when it is built.
     """
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"a {cls.__name__} is a mapping of field names to values, got {_kind(data)}")
+    names = {f.name for f in dataclasses.fields(cls) if f.init}  # type: ignore[arg-type]
     unknown = set(data) - names
     if unknown:
-        raise ValueError(f"unknown {cls.__name__} field(s): {', '.join(sorted(unknown))}")
+        raise ConfigError(f"unknown {cls.__name__} field(s): {', '.join(sorted(map(str, unknown)))}",
+                          field=str(sorted(map(str, unknown))[0]))
+    missing = [f.name for f in dataclasses.fields(cls) if f.init and f.name not in data  # type: ignore[arg-type]
+               and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    if missing:
+        raise ConfigError(f"{missing[0]} is required (a {cls.__name__} has no default for it)", field=missing[0])
+    hints = _field_hints(cls)
     kwargs: dict[str, Any] = {}
     for key, value in data.items():
-        hint = hints.get(key)
-        if dataclasses.is_dataclass(hint) and isinstance(value, dict):
-            value = from_dict(hint, value)  # type: ignore[arg-type]
-        elif typing.get_origin(hint) is tuple and isinstance(value, list):
-            value = tuple(value)
+        hint = _unwrap_optional(typing.get_type_hints(cls).get(key))
+        if dataclasses.is_dataclass(hint) and value is not None:
+            try:
+                value = from_dict(hint, value)  # type: ignore[arg-type]
+            except ConfigError as exc:
+                raise exc.within(key) from None
+        else:  # checked here too, so a plain dataclass read from a file is type-checked as well
+            value = check_value(value, hints[key], key)
         kwargs[key] = value
-    return cls(**kwargs)
+    try:
+        return cls(**kwargs)
+    except TypeError as exc:  # a class whose __init__ is not plain (or a required field missing)
+        raise ConfigError(f"{cls.__name__}: {exc}") from None
+
+
+# -- validation: constraints declared once, beside each field -------------------------------------------
+# A field's constraints are ``annotated_types`` markers in its annotation, ``Annotated[int, Ge(1)]``: the
+# vocabulary pydantic (and so FastAPI, for the studio's HTTP API) reads too, so one declaration serves the
+# Python API, config files, the CLI and HTTP. Pydantic itself would validate only its own dataclasses, and
+# not on plain construction of ours, so this small checker enforces the markers wherever a config is built.
+
+
+class ConfigError(ValueError):
+    """A config value of the wrong type or out of range. ``field`` names it (dotted for nested configs),
+    so a front end can point at the flag or form field at fault."""
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+
+    def within(self, section: str) -> "ConfigError":
+        """The same error for a field of a nested config ``section``."""
+        return ConfigError(f"{section}.{self}", field=f"{section}.{self.field}" if self.field else section)
+
+
+def _kind(value: Any) -> str:
+    """How an error describes a value: its repr, shortened, and its type where the repr hides it."""
+    if value is None:
+        return "null"
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f"{value:,}"
+    text = repr(value)
+    text = text if len(text) <= 60 else text[:57] + "..."
+    return text if isinstance(value, (bool, float)) else f"{text} ({type(value).__name__})"
+
+
+def _number(value: float) -> str:
+    return f"{value:g}" if isinstance(value, float) else f"{value:,}"
+
+
+def _check_bound(value: Any, marker: Any, name: str) -> None:
+    bounds = ((marker.ge, marker.gt, marker.le, marker.lt) if isinstance(marker, at.Interval) else
+              (getattr(marker, "ge", None), getattr(marker, "gt", None), getattr(marker, "le", None),
+               getattr(marker, "lt", None)))
+    ge, gt, le, lt = bounds
+    low = f"at least {_number(ge)}" if ge is not None else f"greater than {_number(gt)}" if gt is not None else None
+    high = f"at most {_number(le)}" if le is not None else f"less than {_number(lt)}" if lt is not None else None
+    ok = ((ge is None or value >= ge) and (gt is None or value > gt) and (le is None or value <= le)
+          and (lt is None or value < lt))
+    if not ok:
+        rule = f"between {_number(ge)} and {_number(le)}" if ge is not None and le is not None else \
+            f"{low} and {high}" if low and high else low or high
+        raise ConfigError(f"{name} must be {rule}, got {_kind(value)}", field=name)
+
+
+def _check_markers(value: Any, markers: tuple[Any, ...], name: str) -> None:
+    for marker in markers:
+        if isinstance(marker, (at.Ge, at.Gt, at.Le, at.Lt, at.Interval)):
+            _check_bound(value, marker, name)
+        elif isinstance(marker, (at.MinLen, at.MaxLen, at.Len)):
+            low = getattr(marker, "min_length", 0) or 0
+            high = getattr(marker, "max_length", None)
+            if len(value) < low or (high is not None and len(value) > high):
+                rule = f"between {low} and {high}" if high is not None else f"at least {low}"
+                raise ConfigError(f"{name} must have {rule} entries, got {len(value)}", field=name)
+        elif isinstance(marker, at.Predicate):
+            if not marker.func(value):
+                doc = (marker.func.__doc__ or getattr(marker.func, "__name__", "the check")).strip()
+                raise ConfigError(f"{name} must satisfy: {doc}; got {_kind(value)}", field=name)
+
+
+def check_value(value: Any, hint: Any, name: str) -> Any:
+    """``value`` checked against the type ``hint`` (with its ``Annotated`` constraints) and converted where
+    the conversion loses nothing: an int where a float belongs, an integral float where an int belongs
+    (TOML and JSON write ``1e4``), a list where a tuple belongs, a mapping where a config belongs.
+    Non-finite numbers are always refused: no setting means anything at NaN or infinity."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is typing.Annotated:
+        value = check_value(value, args[0], name)
+        if value is not None:
+            _check_markers(value, args[1:], name)
+        return value
+    if hint is Any or hint is None or isinstance(hint, typing.TypeVar):
+        return value
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        options = [a for a in args if a is not type(None)]
+        errors = []
+        for option in options:
+            try:
+                return check_value(value, option, name)
+            except ConfigError as exc:
+                errors.append(exc)
+        if len(errors) == 1:
+            raise errors[0]
+        raise ConfigError(f"{name} must be {' or '.join(_describe(o) for o in options)}, got {_kind(value)}",
+                          field=name)
+    if origin is typing.Literal:
+        for choice in args:
+            if value == choice and type(value) is type(choice):
+                return value
+            if isinstance(choice, int) and isinstance(value, float) and value == choice:
+                return choice
+        raise ConfigError(f"{name} must be one of {', '.join(map(repr, args))}, got {_kind(value)}", field=name)
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{name} must be true or false, got {_kind(value)}", field=name)
+    if hint is int:
+        if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+            return int(value)
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(f"{name} must be a whole number, got {_kind(value)}", field=name)
+    if hint is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if not math.isfinite(value):
+                raise ConfigError(f"{name} must be a finite number, got {_kind(value)}", field=name)
+            return float(value)
+        raise ConfigError(f"{name} must be a number, got {_kind(value)}", field=name)
+    if hint is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"{name} must be a string, got {_kind(value)}", field=name)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{name} must be a list, got {_kind(value)}", field=name)
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(check_value(v, args[0], f"{name}[{i}]") for i, v in enumerate(value))
+        if args and len(value) != len(args):
+            raise ConfigError(f"{name} must have {len(args)} entries, got {len(value)}", field=name)
+        return tuple(check_value(v, a, f"{name}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+    if origin is list or hint is list:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{name} must be a list, got {_kind(value)}", field=name)
+        item = args[0] if args else Any
+        return [check_value(v, item, f"{name}[{i}]") for i, v in enumerate(value)]
+    if origin is dict or hint is dict:
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{name} must be a mapping, got {_kind(value)}", field=name)
+        key_hint, value_hint = args if args else (Any, Any)
+        return {check_value(k, key_hint, name): check_value(v, value_hint, f"{name}[{k!r}]")
+                for k, v in value.items()}
+    if dataclasses.is_dataclass(hint) and isinstance(hint, type):
+        if isinstance(value, hint):
+            return value
+        if isinstance(value, Mapping):
+            try:
+                return from_dict(hint, value)
+            except ConfigError as exc:
+                raise exc.within(name) from None
+        raise ConfigError(f"{name} must be a {hint.__name__} or a mapping, got {_kind(value)}", field=name)
+    if isinstance(hint, type):
+        if isinstance(value, hint):
+            return value
+        raise ConfigError(f"{name} must be a {hint.__name__}, got {_kind(value)}", field=name)
+    return value
+
+
+def range_text(hint: Any) -> str:
+    """The range a field's constraints allow, for help texts: ``1 to 65536``, ``> 0``, ``0 to < 1``."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return next((t for a in args if (t := range_text(a))), "")
+    if origin is not typing.Annotated:
+        return ""
+    ge = gt = le = lt = None
+    for m in args[1:]:
+        ge = getattr(m, "ge", None) if getattr(m, "ge", None) is not None else ge
+        gt = getattr(m, "gt", None) if getattr(m, "gt", None) is not None else gt
+        le = getattr(m, "le", None) if getattr(m, "le", None) is not None else le
+        lt = getattr(m, "lt", None) if getattr(m, "lt", None) is not None else lt
+    low = _number(ge) if ge is not None else f"> {_number(gt)}" if gt is not None else None
+    high = _number(le) if le is not None else f"< {_number(lt)}" if lt is not None else None
+    if low and high:
+        return f"{low} to {high}"
+    return f">= {low}" if low and ge is not None else low or (f"<= {high}" if high and le is not None else high or "")
+
+
+def _describe(hint: Any) -> str:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is typing.Annotated:
+        return _describe(args[0])
+    if origin is typing.Literal:
+        return "one of " + ", ".join(map(repr, args))
+    names = {bool: "true or false", int: "a whole number", float: "a number", str: "a string"}
+    return names.get(hint, f"a {getattr(origin or hint, '__name__', hint)}")
+
+
+@functools.lru_cache(maxsize=None)
+def _field_hints(cls: type) -> dict[str, Any]:
+    """Each field's annotation with its constraints. A subclass that only changes a field's default
+    (``batch_size: int = 128``) keeps the constraints its base declared for it."""
+    hints: dict[str, Any] = {}
+    for klass in reversed(cls.__mro__):
+        if not dataclasses.is_dataclass(klass):
+            continue
+        own = typing.get_type_hints(klass, include_extras=True)
+        for name in klass.__dict__.get("__annotations__", {}):
+            hint, before = own.get(name), hints.get(name)
+            if before is not None and typing.get_origin(before) is typing.Annotated \
+                    and typing.get_origin(hint) is not typing.Annotated and typing.get_args(before)[0] == hint:
+                continue
+            hints[name] = hint
+    return hints
+
+
+def validate(obj: Any) -> None:
+    """Check every field of the dataclass instance ``obj`` against its annotation (type, range, choices,
+    finiteness), converting in place where :func:`check_value` allows; raises :class:`ConfigError`."""
+    hints = _field_hints(type(obj))
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        checked = check_value(value, hints[f.name], f.name)
+        if checked is not value:
+            object.__setattr__(obj, f.name, checked)
+
+
+class Config:
+    """Base of Atelier's config dataclasses: every field is validated when the config is built, however it
+    is built (the Python API, :func:`from_dict` for config files and saved runs, the CLI's flags). A
+    subclass with its own ``__post_init__`` calls ``super().__post_init__()`` first, then checks what
+    relates several fields."""
+
+    def __post_init__(self) -> None:
+        validate(self)
 
 
 def environment() -> dict[str, str]:
@@ -78,9 +328,20 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
         data = load_json(path)
     else:
         raise ValueError(f"{path}: config files are .toml or .json")
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a config file holds a mapping with sections data, model, train; got {_kind(data)}")
     unknown = set(data) - {"data", "model", "train", "model_name", "conditional"}
     if unknown:
-        raise ValueError(f"{path}: unknown section(s) {', '.join(sorted(unknown))}; use data, model, train")
+        raise ConfigError(f"{path}: unknown section(s) {', '.join(sorted(map(str, unknown)))}; use data, model, train")
+    for section in ("data", "model", "train"):
+        if section in data and not isinstance(data[section], dict):
+            raise ConfigError(f"{path}: section {section!r} must be a mapping of settings, got {_kind(data[section])}",
+                              field=section)
+    if "model_name" in data and not isinstance(data["model_name"], str):
+        raise ConfigError(f"{path}: model_name must be a string, got {_kind(data['model_name'])}", field="model_name")
+    if "conditional" in data and not isinstance(data["conditional"], bool):
+        raise ConfigError(f"{path}: conditional must be true or false, got {_kind(data['conditional'])}",
+                          field="conditional")
     return data
 
 
@@ -233,9 +494,11 @@ def add_dataclass_arguments(group: Any, cls: type, *, exclude: Iterable[str] = (
             kwargs["type"] = hint
         else:
             continue  # a type the command line cannot express: set it in a --config file
+        extras = [bound] if (bound := range_text(_field_hints(cls)[f.name])) else []
         if hint is not bool and default not in (None, "", [], {}):
-            shown = " ".join(map(str, default)) if isinstance(default, (tuple, list)) else default
-            text = f"{text} (default: {shown})" if text else f"default: {shown}"
+            extras.append(f"default: {' '.join(map(str, default)) if isinstance(default, (tuple, list)) else default}")
+        if extras:
+            text = f"{text} ({'; '.join(extras)})" if text else "; ".join(extras)
         exclusive.get(f.name, group).add_argument(flag, help=text or None, **kwargs)
         dests.append(f.name)
     return dests

@@ -58,4 +58,83 @@ def resolve_device(name: str | torch.device = "auto", local_rank: int = 0) -> to
     """``auto``: CUDA (this process's local rank under torchrun) when available, else the CPU."""
     if str(name) == "auto":
         return torch.device("cuda", local_rank) if torch.cuda.is_available() else torch.device("cpu")
-    return torch.device(name)
+    return check_device(name)
+
+
+def check_device(name: str | torch.device) -> torch.device:
+    """``name`` as a device this machine has; ValueError naming it otherwise (not PyTorch's RuntimeError
+    from deep inside the first allocation)."""
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError, ValueError):
+        raise ValueError(f"unknown device {str(name)!r}: use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ValueError(f"device {str(name)!r}: this machine has no CUDA GPU (use cpu or auto)")
+        if device.index is not None and device.index >= count:
+            raise ValueError(f"device {str(name)!r}: this machine has {count} CUDA GPU(s), cuda:0..cuda:{count - 1}")
+    elif device.type not in ("cpu", "meta", "mps"):
+        raise ValueError(f"device {str(name)!r}: Atelier runs on cpu or cuda")
+    return device
+
+
+# -- memory: refuse work that cannot fit, before allocating it -----------------------------------------
+
+MEMORY_LIMIT_ENV = "ATELIER_MEMORY_LIMIT"  # e.g. "8G": the memory Atelier may plan to use (default: all of it)
+
+
+class TooLargeError(ValueError):
+    """Work that would need more memory than the machine has; ``needed`` and ``available`` in bytes."""
+
+    def __init__(self, message: str, *, needed: int, available: int) -> None:
+        super().__init__(message)
+        self.needed, self.available = needed, available
+
+
+def format_bytes(n: float) -> str:
+    """``1536`` -> ``1.5 KiB``; ``2.2e12`` -> ``2.0 TiB``."""
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if abs(n) < 1024 or unit == "PiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    raise AssertionError("unreachable")
+
+
+def parse_bytes(text: str) -> int:
+    """``"8G"``, ``"512M"``, ``"1.5GiB"`` or a plain number of bytes."""
+    import re
+
+    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([KMGTP]?)(?:i?B)?\s*", text, re.IGNORECASE)
+    if not m:
+        raise ValueError(f"{MEMORY_LIMIT_ENV}={text!r}: expected a size such as 8G, 512M or a number of bytes")
+    scale = 1024 ** "BKMGTP".index((m.group(2) or "B").upper())
+    return int(float(m.group(1)) * scale)
+
+
+def memory_capacity(device: torch.device | str = "cpu") -> int:
+    """Bytes of memory on ``device``: the GPU's total, or the machine's RAM; ``$ATELIER_MEMORY_LIMIT``
+    lowers (or states) it, e.g. on a shared machine or in a container whose limit /proc does not show."""
+    import os
+
+    limit = os.environ.get(MEMORY_LIMIT_ENV)
+    if limit:
+        return parse_bytes(limit)
+    device = torch.device(device)
+    if device.type == "cuda" and torch.cuda.is_available():
+        return torch.cuda.get_device_properties(device.index or 0).total_memory
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):  # not POSIX: no way to tell, so no refusal
+        return 2**62
+
+
+def ensure_fits(needed: int, what: str, *, device: torch.device | str = "cpu", advice: str = "") -> None:
+    """Raise :class:`TooLargeError` when ``needed`` bytes exceed the memory of ``device``, saying how much
+    ``what`` would take; a clear refusal instead of an allocation that swaps, is killed, or hangs."""
+    available = memory_capacity(device)
+    if needed > available:
+        where = "this GPU has" if torch.device(device).type == "cuda" else "this machine has"
+        raise TooLargeError(f"{what} would need {format_bytes(needed)} of memory; {where} "
+                            f"{format_bytes(available)}{'. ' + advice if advice else ''}",
+                            needed=needed, available=available)

@@ -1,20 +1,26 @@
 """The bottom layer: atomic file writes, JSON, and safetensors read/write, with one error type.
 
 Every file Atelier writes goes through :func:`atomic_write_bytes` (a temporary file in the same
-directory, fsync, rename), so a crash at any moment leaves either the old file or the new one, never
-half of one. Reading a file that is there but is not what it should be raises :class:`FileFormatError`
+directory, fsync, rename), or for output written in pieces :func:`atomic_open`, :func:`atomic_npz`
+(a streamed ``.npz``) and :func:`atomic_directory`, so a crash at any moment leaves either the old
+file or the new one, never half of one. Reading a file that is there but is not what it should be raises :class:`FileFormatError`
 naming the file; a missing file raises :class:`FileNotFoundError`. Nothing here unpickles.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
+import shutil
 import tempfile
-from collections.abc import Iterable, Mapping
+import zipfile
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
+import numpy as np
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
@@ -56,6 +62,95 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
         tmp.unlink(missing_ok=True)
         raise
     return path
+
+
+@contextmanager
+def atomic_open(path: str | os.PathLike) -> Iterator[IO[bytes]]:
+    """A binary file to write ``path`` in pieces: a temporary file beside it, fsync'd and renamed onto
+    ``path`` when the block ends normally, deleted when it raises or is interrupted."""
+    path = Path(path)
+    fd, tmp = _temp_beside(path)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+class NpzStream:
+    """An ``.npz`` being written array by array, each in chunks (see :func:`atomic_npz`)."""
+
+    def __init__(self, archive: zipfile.ZipFile) -> None:
+        self._zip = archive
+
+    @contextmanager
+    def array(self, name: str, shape: tuple[int, ...], dtype: Any) -> Iterator[Callable[[np.ndarray], None]]:
+        """``write(chunk)`` for the array ``name`` of ``shape`` and ``dtype``: chunks along the first axis,
+        in order, C-contiguous. Fewer or more values than ``shape`` holds raise ValueError."""
+        dtype = np.dtype(dtype)
+        expected = math.prod(shape) * dtype.itemsize
+        written = 0
+        header = {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": tuple(shape)}
+        with self._zip.open(f"{name}.npy", "w", force_zip64=True) as member:
+            np.lib.format.write_array_header_1_0(member, header)
+
+            def write(chunk: np.ndarray) -> None:
+                nonlocal written
+                data = np.ascontiguousarray(chunk, dtype=dtype).tobytes()
+                if written + len(data) > expected:
+                    raise ValueError(f"{name}: more values than its shape {tuple(shape)} holds")
+                member.write(data)
+                written += len(data)
+
+            yield write
+            if written != expected:
+                raise ValueError(f"{name}: {written // dtype.itemsize} values written, its shape {tuple(shape)} "
+                                 f"holds {expected // dtype.itemsize}")
+
+
+@contextmanager
+def atomic_npz(path: str | os.PathLike, *, compress: bool = True) -> Iterator[NpzStream]:
+    """Write an ``.npz`` (what ``np.load`` reads; deflated like ``np.savez_compressed`` when ``compress``)
+    array by array and chunk by chunk, so memory stays bounded by a chunk whatever the arrays' sizes
+    (``np.savez`` needs each array whole). Atomic as :func:`atomic_open`::
+
+        with atomic_npz("out.npz") as npz, npz.array("images", (n, h, w, c), np.uint8) as write:
+            for chunk in chunks:
+                write(chunk)
+    """
+    with atomic_open(path) as f:
+        with zipfile.ZipFile(f, "w", zipfile.ZIP_DEFLATED if compress else zipfile.ZIP_STORED,
+                             allowZip64=True) as archive:
+            yield NpzStream(archive)
+
+
+@contextmanager
+def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
+    """A hidden temporary directory beside ``path`` to fill; when the block ends normally it becomes
+    ``path`` (replacing what was there as a whole), when it raises it is deleted with its contents.
+    Callers decide beforehand whether an existing ``path`` may be replaced."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
+    try:
+        os.chmod(tmp, DIR_MODE)
+        yield tmp
+        old = None
+        if path.is_dir():
+            old = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".old"))
+            os.replace(path, old / "replaced")
+        elif path.exists():
+            raise FileExistsError(f"{path} exists and is not a directory")
+        os.replace(tmp, path)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 def atomic_write_json(path: str | os.PathLike, data: Any) -> Path:

@@ -10,6 +10,11 @@ directory, of any family, and gives the same small set of calls the CLI and the 
     styled = pipe.stylize(photo)                       # fast-style model: (3, H, W) float in [0, 1]
     fake_b = pipe.translate(images, "a2b")             # CycleGAN: (N, C', H, W) uint8
 
+Loading refuses a model whose weights hold NaN or +-inf (a :class:`NonFiniteWeightsError` naming the
+tensors) unless ``allow_nonfinite=True``, which loads it with a warning: such a model gives black
+images without a word otherwise. ``sample`` warns when samples hold NaN/inf pixels;
+``sample_batches`` streams any number of samples up to :data:`MAX_SAMPLES` in bounded memory.
+
 Each call says clearly when the model's family cannot do it. Images come back as uint8 (stylised
 photos as floats in [0, 1], as :mod:`atelier.style` returns them); inputs may be uint8 or floats in
 [-1, 1] (photos for ``stylize``: floats in [0, 1]).
@@ -20,13 +25,16 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
 import torch
 
 from atelier.data.base import to_float, to_uint8
-from atelier.models.pretrained import load_pretrained, resolve_pretrained
-from atelier.models.sampling import sample_images
+from atelier.models.pretrained import NonFiniteWeightsError, load_pretrained, resolve_pretrained
+from atelier.models.sampling import MAX_SAMPLES, SampleSet, iter_samples, sample_images
+
+__all__ = ["MAX_SAMPLES", "NonFiniteWeightsError", "Pipeline", "SampleSet", "load"]
 
 #: What each operation needs of a model, to name the fault when it is missing.
 _NEEDS = {"sample": "a generative model (e.g. a GAN or VAE)", "interpolate": "a generative model (e.g. a GAN or VAE)",
@@ -52,15 +60,30 @@ class Pipeline:
     config: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def load(cls, path: str | os.PathLike, *, device: str | torch.device = "cpu") -> "Pipeline":
-        """Load a run directory, checkpoint directory or saved model directory onto ``device``."""
+    def load(cls, path: str | os.PathLike, *, device: str | torch.device = "cpu",
+             allow_nonfinite: bool = False) -> "Pipeline":
+        """Load a run directory, checkpoint directory or saved model directory onto ``device``.
+
+        Weights holding NaN or +-inf raise :class:`NonFiniteWeightsError` (naming the tensors and
+        counts); ``allow_nonfinite=True`` loads them anyway with a ``NonFiniteWeightsWarning``."""
         ckpt, config = resolve_pretrained(path)
-        model = load_pretrained(ckpt, map_location=device)
+        model = load_pretrained(ckpt, map_location=device, allow_nonfinite=allow_nonfinite)
         return cls(model.eval(), ckpt, config)
 
     @property
     def family(self) -> str:
         return self.model.family
+
+    @property
+    def class_names(self) -> list[str] | None:
+        """The class names of a conditional model (from its training data, else "0", "1", ...); None
+        for an unconditional one."""
+        k = getattr(getattr(self.model, "config", None), "num_classes", 0) if getattr(self.model, "conditional",
+                                                                                      False) else 0
+        if not k:
+            return None
+        names = (self.config.get("dataset") or {}).get("classes") if isinstance(self.config, dict) else None
+        return [str(c) for c in names] if isinstance(names, list) and len(names) == k else [str(i) for i in range(k)]
 
     @property
     def operations(self) -> list[str]:
@@ -75,11 +98,32 @@ class Pipeline:
     def sample(self, n: int, *, seed: int = 0, label: int | None = None, truncation: float | None = None,
                batch_size: int = 500, with_labels: bool = False) -> Any:
         """``n`` samples as (n, C, H, W) uint8, reproducible from ``seed``; ``label`` fixes the class of a
-        conditional model (otherwise classes cycle 0..K-1). ``with_labels``: (images, labels or None)."""
+        conditional model (otherwise classes cycle 0..K-1). ``with_labels``: (images, labels or None).
+        All ``n`` are held in memory (``n`` <= :data:`MAX_SAMPLES`); :meth:`sample_batches` streams them.
+        Warns (``NonFiniteSamplesWarning``) when samples held NaN/inf pixels."""
         self._require("sample")
         with torch.no_grad():
             drawn = sample_images(self.model, n, seed=seed, label=label, truncation=truncation, batch_size=batch_size)
         return (drawn.images, drawn.labels) if with_labels else drawn.images
+
+    def sample_batches(self, n: int, *, seed: int = 0, label: int | None = None, truncation: float | None = None,
+                       batch_size: int = 500) -> Iterator[SampleSet]:
+        """The samples of :meth:`sample` (the same images for the same arguments), as :class:`SampleSet`
+        batches of ``batch_size`` drawn one at a time: memory bounded by a batch whatever ``n``. Each
+        batch counts its images that held NaN/inf pixels (``nonfinite``). Arguments are checked at
+        once, before any batch is drawn."""
+        self._require("sample")
+        batches = iter_samples(self.model, n, seed=seed, label=label, truncation=truncation, batch_size=batch_size)
+
+        def drawn() -> Iterator[SampleSet]:
+            while True:
+                with torch.no_grad():  # entered per batch: a no_grad around a yield would leak to the caller
+                    batch = next(batches, None)
+                if batch is None:
+                    return
+                yield batch
+
+        return drawn()
 
     def interpolate(self, *, seeds: tuple[int, int] | None = None, classes: tuple[int, int] | None = None,
                     steps: int = 10, seed: int = 0, label: int | None = None, method: str = "slerp",
@@ -128,7 +172,7 @@ class Pipeline:
         return stylize_with_model(self.model, images, strength, precision=precision)
 
 
-def load(path: str | os.PathLike, *, device: str | torch.device = "cpu") -> Pipeline:
+def load(path: str | os.PathLike, *, device: str | torch.device = "cpu", allow_nonfinite: bool = False) -> Pipeline:
     """``Pipeline.load``: any saved model, ready for ``sample`` / ``interpolate`` / ``reconstruct`` /
     ``stylize`` / ``translate``."""
-    return Pipeline.load(path, device=device)
+    return Pipeline.load(path, device=device, allow_nonfinite=allow_nonfinite)

@@ -296,6 +296,45 @@ def test_augment_cli_errors(tmp_path: Path, capsys) -> None:
     assert main(["augment", "--list-ops"]) == 0 and "elastic" in capsys.readouterr().out
 
 
+
+def test_augment_sigterm_stops_between_images_and_says_what_was_written(tmp_path: Path, capsys, monkeypatch) -> None:
+    import os
+    import signal
+
+    import atelier.data.images as images_module
+
+    src, out = make_folder(tmp_path / "in"), tmp_path / "out"
+    save, calls = images_module.save_image, []
+
+    def save_then_signal(*args, **kwargs):  # a real SIGTERM while the first image's last copy is written
+        calls.append(1)
+        if len(calls) == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return save(*args, **kwargs)
+
+    monkeypatch.setattr(images_module, "save_image", save_then_signal)
+    before = signal.getsignal(signal.SIGTERM)
+    rc = main(["augment", str(src), "-o", str(out), "--copies", "2", "--with-originals", "--no-progress"])
+    assert rc == 128 + signal.SIGTERM and signal.getsignal(signal.SIGTERM) == before
+    err = capsys.readouterr().err
+    assert "stopped by SIGTERM after 1 of 4 images: wrote 2 complete PNGs and copied 1 originals" in err
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*.*")) == [
+        "augment.json", "cats/a.png", "cats/a_aug0.png", "cats/a_aug1.png"]  # the first image's outputs, whole
+    for name in ("a_aug0.png", "a_aug1.png"):
+        with Image.open(out / "cats" / name) as im:
+            im.load()
+    assert (out / "cats" / "a.png").read_bytes() == (src / "cats" / "a.png").read_bytes()
+    assert not default_sheet_path(out).exists()
+    record = json.loads((out / "augment.json").read_text())
+    assert record["stopped"] is True and record["written"] == 2 and record["total"] == 4
+
+
+def test_augment_folder_should_stop_before_the_first_image_writes_nothing(tmp_path: Path) -> None:
+    src, out = make_folder(tmp_path / "in"), tmp_path / "out"
+    result = augment_folder(src, out, copies=2, should_stop=lambda: True)
+    assert result.stopped and result.images == result.written == 0 and result.total == 4
+    assert result.manifest is None and result.contact_sheet is None and not out.exists()
+
 # -- generative augmentation ---------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory) -> dict[str, Path]:

@@ -17,6 +17,7 @@ from PIL import Image
 
 from atelier.cli import main
 from atelier.creative import sample_images
+from atelier.data.base import to_uint8
 from atelier.models import GAN
 from atelier.report.grid import make_grid
 from atelier.models.pretrained import latest_checkpoint
@@ -196,6 +197,75 @@ def test_sample_from_a_missing_directory_fails(tmp_path: Path, capsys) -> None:
 def test_sample_to_an_unsupported_suffix_fails(uncond_run: Path, tmp_path: Path, capsys) -> None:
     assert main(["sample", str(uncond_run), "--n", "4", "--out", str(tmp_path / "x.gif")]) == 2
     assert ".gif" in capsys.readouterr().err
+
+
+def test_sample_streams_an_npz_and_a_folder_across_batches(uncond_run: Path, tmp_path: Path, capsys) -> None:
+    n = 503  # two batches of the default 500: the streamed output equals the samples drawn at once
+    out = tmp_path / "many.npz"
+    assert main(["sample", str(uncond_run), "--n", str(n), "--out", str(out), "--seed", "2"]) == 0
+    assert "img" in capsys.readouterr().err  # the progress bar
+    expected = sample_images(GAN.from_pretrained(uncond_run), n, seed=2).images.permute(0, 2, 3, 1).numpy()
+    with np.load(out) as data:
+        assert np.array_equal(data["images"], expected)
+    folder = tmp_path / "pngs"
+    assert main(["sample", str(uncond_run), "--n", "7", "--out", str(folder), "--seed", "2", "--quiet"]) == 0
+    assert sorted(p.name for p in folder.iterdir()) == [f"{i:06d}.png" for i in range(7)]
+    with Image.open(folder / "000006.png") as im:
+        assert np.array_equal(np.asarray(im), expected[6, :, :, 0])
+    assert main(["sample", str(uncond_run), "--n", "3", "--out", str(folder)]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert main(["sample", str(uncond_run), "--n", "3", "--out", str(folder), "--overwrite"]) == 0
+    assert len(list(folder.iterdir())) == 3
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+@pytest.mark.parametrize(("n", "out", "says"), [
+    ("0", "x.npz", "--n must be between 1 and 1,000,000"),
+    ("1000001", "x.npz", "--n must be between 1 and 1,000,000"),
+    ("1000000000", "dir", "--n must be between 1 and 1,000,000"),
+    ("1025", "x.png", "at most 1024 images"),
+])
+def test_sample_counts_beyond_the_limits_fail_at_once(tmp_path: Path, capsys, n: str, out: str, says: str) -> None:
+    """Refused before the model is even loaded (a run that does not exist is never looked at)."""
+    assert main(["sample", str(tmp_path / "no_such_run"), "--n", n, "--out", str(tmp_path / out)]) == 2
+    err = capsys.readouterr().err
+    assert says in err and "no_such_run" not in err and "Traceback" not in err
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("t", ["1e-30", "1e-300", "1e-50"])
+def test_sample_with_a_tiny_truncation_returns(uncond_run: Path, tmp_path: Path, t: str) -> None:
+    out = tmp_path / "t.npz"
+    assert main(["sample", str(uncond_run), "--n", "6", "--out", str(out), "--truncation", t, "--quiet"]) == 0
+    model = GAN.from_pretrained(uncond_run)
+    with np.load(out) as data:  # latents all but zero: every sample is the image of z = 0
+        zero = to_uint8(model.generate(torch.zeros(1, model.config.latent_dim)))[0].permute(1, 2, 0).numpy()
+        assert all(np.abs(image.astype(int) - zero).max() <= 1 for image in data["images"])
+
+
+@pytest.mark.parametrize("t", ["nan", "inf", "-inf", "0", "-1e-9"])
+def test_sample_with_a_bad_truncation_fails_cleanly(tmp_path: Path, capsys, t: str) -> None:
+    assert main(["sample", str(tmp_path / "no_such_run"), "--n", "2", "--out", str(tmp_path / "x.npz"),
+                 f"--truncation={t}"]) == 2
+    err = capsys.readouterr().err
+    assert "--truncation must be a finite number" in err or "--truncation must be greater than 0" in err, err
+
+
+def test_sample_refuses_nan_weights_unless_allowed(uncond_run: Path, tmp_path: Path, capsys) -> None:
+    model = GAN.from_pretrained(uncond_run)
+    name, weight = next((n, p) for n, p in model.named_parameters() if n.startswith("generator_ema."))
+    with torch.no_grad():
+        weight.view(-1)[:2] = float("nan")
+    broken = model.save_pretrained(tmp_path / "broken")
+    out = tmp_path / "x.png"
+    assert main(["sample", str(broken), "--n", "4", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert f"{name} (2 of" in err and "--allow-nonfinite" in err and "allow_nonfinite=True" not in err
+    assert not out.exists()
+    assert main(["sample", str(broken), "--n", "4", "--out", str(out), "--allow-nonfinite", "--quiet"]) == 0
+    err = capsys.readouterr().err
+    assert f"atelier: warning: {broken / 'model.safetensors'}: the weights hold NaN" in err
+    assert "atelier: warning: 4 of 4 samples held NaN" in err and out.exists()
 
 
 # ------------------------------------------------------------------------------------------- others

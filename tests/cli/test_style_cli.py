@@ -273,3 +273,71 @@ def test_cli_errors_spell_only_flags_the_command_has(own_vgg):
     evaluate_like = error_text(err.value, Namespace(verify_weights=True))  # has no --weights-sha256
     assert "--no-verify-weights" in evaluate_like and "sha256=HEX" in evaluate_like
     assert error_text(ValueError("plain"), Namespace()) == "plain"
+
+
+def _sigterm_on_call(n: int, fn):
+    """``fn`` that sends this process a real SIGTERM during its ``n``-th call (inside the CLI's protected
+    block, as a scheduler's signal would arrive mid-work)."""
+    import os
+    import signal
+
+    calls = []
+
+    def wrapped(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == n:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return fn(*args, **kwargs)
+
+    return wrapped
+
+
+def test_stylize_sigterm_stops_at_an_iteration_and_writes_the_best_image_so_far(photos, tmp_path, atelier_home,
+                                                                                 capsys, monkeypatch):
+    import signal
+
+    from atelier.style.gatys import StyleLoss
+
+    content, style, _ = photos
+    out = tmp_path / "out.png"
+    monkeypatch.setattr(StyleLoss, "forward", _sigterm_on_call(3, StyleLoss.forward))  # one call per iteration
+    before = signal.getsignal(signal.SIGTERM)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        rc = main(["stylize", str(content), str(style), "-o", str(out), *TINY, "--steps", "50"])  # the last wins
+    assert rc == 128 + signal.SIGTERM
+    assert signal.getsignal(signal.SIGTERM) == before  # the handlers are taken down again
+    err = capsys.readouterr().err
+    assert "stopped by SIGTERM after 3 of 50 iterations" in err and str(out) in err
+    with Image.open(out) as im:  # complete, at the output size
+        im.load()
+        assert im.size == (32, 19)
+    record = json.loads(out.with_suffix(".png.json").read_text())
+    assert record["stopped_by"] == "SIGTERM" and record["iterations"] == 3 and record["final"]["step"] == 3
+    assert not list(tmp_path.glob(".*.tmp"))  # no temporary file left behind
+
+
+def test_stylize_with_a_model_stops_between_images_on_sigterm(photos, tmp_path, atelier_home, capsys, monkeypatch):
+    import signal
+
+    import atelier.style.fast as fast
+    from atelier.models.transformer_net import TransformerNet, TransformerNetConfig
+
+    content, _, _ = photos
+    folder = tmp_path / "many"
+    folder.mkdir()
+    for i in range(5):
+        Image.open(content).save(folder / f"p{i}.png")
+    torch.manual_seed(0)
+    TransformerNet(TransformerNetConfig(width=4, n_res_blocks=1)).save_pretrained(tmp_path / "model")
+    monkeypatch.setattr(fast, "stylize_with_model", _sigterm_on_call(1, fast.stylize_with_model))
+    out = tmp_path / "styled"
+    rc = main(["stylize", "--model", str(tmp_path / "model"), str(folder), "-o", str(out), "--quiet"])
+    assert rc == 128 + signal.SIGTERM
+    written = sorted(p.name for p in out.glob("*.png"))
+    assert written == ["p0.png"]  # the image stylised when the signal came is finished; no others are started
+    with Image.open(out / "p0.png") as im:
+        im.load()
+        assert im.size == (50, 30)
+    captured = capsys.readouterr()
+    assert "wrote 1 image(s)" in captured.out and "stopped by SIGTERM after 1 of 5 input images" in captured.err

@@ -9,7 +9,13 @@ import pytest
 import torch
 from PIL import Image
 
-from atelier.creative import sample_images, save_samples
+from hypothesis import given, settings, strategies as st
+
+from atelier.creative import iter_samples, sample_images, save_samples, write_samples
+from atelier.creative.sampling import MAX_GRID_IMAGES, MAX_SAMPLES, NonFiniteSamplesError
+from atelier.data.base import DataError
+from atelier.models.sampling import NonFiniteSamplesWarning
+from atelier.signals import Stopped
 from atelier.models.registry import create_model
 from atelier.report.grid import make_grid, save_grid
 
@@ -69,7 +75,7 @@ def test_sample_images_labels(cond, uncond) -> None:
         sample_images(cond, 3, label=10)
     with pytest.raises(ValueError, match="unconditional"):
         sample_images(uncond, 3, label=1)
-    with pytest.raises(ValueError, match="at least 1"):
+    with pytest.raises(ValueError, match="between 1 and"):
         sample_images(uncond, 0)
 
 
@@ -131,10 +137,96 @@ def test_save_npz_contents(cond, uncond, tmp_path: Path) -> None:
     assert not list(tmp_path.glob(".*"))
 
 
-@pytest.mark.parametrize("name", ["s.jpg", "s.gif", "s", "s.npy"])
+@pytest.mark.parametrize("name", ["s.jpg", "s.gif", "s.npy"])
 def test_save_unsupported_suffix_raises(uncond, tmp_path: Path, name: str) -> None:
     with pytest.raises(ValueError, match="unsupported"):
         save_samples(sample_images(uncond, 2), tmp_path / name)
+    assert not list(tmp_path.iterdir())
+
+
+# -------------------------------------------------------------------------------------- write_samples
+
+
+class Untouched:
+    """Batches that fail the test if one is taken: limits must be checked before anything is drawn."""
+
+    def __iter__(self):
+        raise AssertionError("a batch was drawn before the output was checked")
+
+
+@settings(max_examples=12, deadline=None)
+@given(n=st.integers(1, 25), batch_size=st.integers(1, 8), seed=st.integers(0, 100))
+def test_streamed_npz_equals_the_samples_in_memory(cond, tmp_path_factory, n, batch_size, seed) -> None:
+    out = tmp_path_factory.mktemp("npz") / "s.npz"
+    batches = iter_samples(cond, n, seed=seed, batch_size=batch_size)
+    assert write_samples(batches, out, n) == out
+    whole = sample_images(cond, n, seed=seed, batch_size=batch_size)
+    with np.load(out) as data:
+        assert np.array_equal(data["images"], whole.images.permute(0, 2, 3, 1).numpy())
+        assert np.array_equal(data["labels"], whole.labels.numpy())
+    assert [p.name for p in out.parent.iterdir()] == ["s.npz"]
+
+
+def test_folder_output_one_png_per_sample_in_class_folders(cond, uncond, tmp_path: Path) -> None:
+    out = tmp_path / "samples"
+    names = [f"digit {i}" for i in range(10)]
+    write_samples(iter_samples(cond, 13, seed=2, batch_size=4), out, 13, class_names=names)
+    files = sorted(out.rglob("*.png"))
+    assert len(files) == 13 and sorted(p.name for p in out.iterdir()) == sorted(names)
+    whole = sample_images(cond, 13, seed=2, batch_size=4)
+    for i in (0, 9, 12):
+        path = out / names[i % 10] / f"{i:06d}.png"
+        with Image.open(path) as im:
+            assert np.array_equal(np.asarray(im), whole.images[i, 0].numpy())
+    flat = tmp_path / "flat"
+    write_samples(iter_samples(uncond, 3), flat, 3)
+    assert sorted(p.name for p in flat.iterdir()) == ["000000.png", "000001.png", "000002.png"]
+    # a non-empty folder is replaced only when asked, and then as a whole
+    with pytest.raises(DataError, match="not empty.*overwrite=True"):
+        write_samples(Untouched(), flat, 2)
+    write_samples(iter_samples(uncond, 2), flat, 2, overwrite=True)
+    assert sorted(p.name for p in flat.iterdir()) == ["000000.png", "000001.png"]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+@settings(max_examples=10, deadline=None)
+@given(n=st.integers(MAX_GRID_IMAGES + 1, MAX_SAMPLES))
+def test_a_grid_beyond_the_limit_is_refused_before_drawing(tmp_path_factory, n: int) -> None:
+    out = tmp_path_factory.mktemp("grid") / "g.png"
+    with pytest.raises(ValueError, match=f"at most {MAX_GRID_IMAGES} images.*folder.*npz"):
+        write_samples(Untouched(), out, n)
+    assert not out.parent.exists() or not list(out.parent.iterdir())
+
+
+@pytest.mark.parametrize("n", [0, -5, MAX_SAMPLES + 1, 10**12])
+def test_sample_counts_beyond_the_hard_limit_are_refused(tmp_path: Path, n: int) -> None:
+    with pytest.raises(ValueError, match="between 1 and 1,000,000"):
+        write_samples(Untouched(), tmp_path / "s.npz", n)
+
+
+@pytest.mark.parametrize("name", ["s.npz", "s.png", "s"])
+def test_nan_samples_are_refused_and_nothing_is_written(tmp_path: Path, name: str) -> None:
+    model = tiny()
+    with torch.no_grad():
+        next(model.generator_ema.parameters()).view(-1)[0] = float("nan")
+    with pytest.raises(NonFiniteSamplesError, match="held NaN.*allow_nonfinite=True"):
+        write_samples(iter_samples(model, 5, batch_size=2), tmp_path / name, 5)
+    assert not list(tmp_path.iterdir())
+    with pytest.warns(NonFiniteSamplesWarning, match="5 of 5"):
+        write_samples(iter_samples(model, 5, batch_size=2), tmp_path / name, 5, allow_nonfinite=True)
+    assert (tmp_path / name).exists()
+
+
+@pytest.mark.parametrize("name", ["s.npz", "s"])
+def test_a_stop_request_between_batches_writes_nothing(uncond, tmp_path: Path, name: str) -> None:
+    asked = []
+
+    def should_stop() -> bool:
+        asked.append(1)
+        return len(asked) > 2  # after two batches
+
+    with pytest.raises(Stopped, match="after 4 of 9 samples"):
+        write_samples(iter_samples(uncond, 9, batch_size=2), tmp_path / name, 9, should_stop=should_stop)
     assert not list(tmp_path.iterdir())
 
 

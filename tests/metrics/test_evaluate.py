@@ -13,6 +13,7 @@ from PIL import Image
 
 from atelier.cli import main
 from atelier.data import DataError, load_dataset
+from atelier.data.base import ConversionNote
 from atelier.metrics import EvalConfig, Evaluator, load_extractor
 from atelier.metrics.classifier import fit_classifier, load_classifier, save_classifier
 from atelier.metrics.extractors import InceptionExtractor, default_extractor
@@ -115,7 +116,9 @@ def test_evaluator_floor_ceiling_and_provenance(digits_home, digits) -> None:
 def test_evaluator_conforms_size_and_channels(digits_home, digits) -> None:
     ev = Evaluator(small_cfg(metrics=("fid",)), resolution=28, progress=False)
     big_rgb = torch.nn.functional.interpolate(digits["train"].images[:100].float(), size=56, mode="bilinear")
-    result = ev.evaluate(big_rgb.round().to(torch.uint8).expand(-1, 3, -1, -1))
+    with pytest.warns(ConversionNote, match=r"^samples are 56x56 RGB, the reference \(digits:test\) is 28x28 grey: "
+                      r"resized to 28x28 and converted to grey before scoring$"):
+        result = ev.evaluate(big_rgb.round().to(torch.uint8).expand(-1, 3, -1, -1))
     assert set(result.metrics) == {"fid"}
     assert result.provenance["generated_conversion"] == ["channels 3 -> 1", "resized 56x56 -> 28x28"]
     with pytest.raises(DataError, match="at least 10"):
@@ -266,3 +269,54 @@ def test_a_folder_of_samples_is_sized_by_its_first_readable_image_through_the_gu
     (only_bad / "a.png").write_bytes(b"nope")
     with pytest.raises(DataError, match="none of the 1 images is readable"):
         load_generated(only_bad, n=None)
+
+
+def test_cli_evaluate_says_on_the_console_what_it_changed(digits_home, digits, tmp_path, capsys) -> None:
+    folder = tmp_path / "samples"
+    folder.mkdir()
+    rgb = digits["train"].images[:30].expand(-1, 3, -1, -1).permute(0, 2, 3, 1).numpy()
+    for i, image in enumerate(rgb):
+        Image.fromarray(image).save(folder / f"{i:03d}.png")
+    Image.fromarray(np.zeros((40, 32, 3), np.uint8)).save(folder / "999_odd.png")
+    out = tmp_path / "eval"
+    assert main(["evaluate", str(folder), "--data", "digits", "--metrics", "fid", "--out", str(out), "--quiet"]) == 0
+    err = capsys.readouterr().err
+    assert (f"note: {folder}: 1 of the 31 images is not 28x28 (e.g. 999_odd.png is 32x40): resized so the shorter "
+            "side is 28 and centre-cropped to 28x28 before scoring") in err
+    assert ("note: samples are 28x28 RGB, the reference (digits:test) is grey: the reference was converted to RGB "
+            "to match them before scoring") in err
+    provenance = json.loads((out / "metrics.json").read_text())["provenance"]
+    assert provenance["reference_conversion"] == ["channels 1 -> 3", "resized 8x8 -> 28x28"]  # all in the file
+    assert provenance["generated_conversion"] == []
+    assert "UserWarning" not in err and "ConversionNote" not in err  # said as notes, not Python warnings
+
+
+def test_cli_evaluate_stops_on_sigterm_and_writes_nothing(digits_home, digits, tmp_path, capsys, monkeypatch) -> None:
+    import os
+    import signal
+
+    from atelier.metrics.extractors import ClassifierExtractor
+    from atelier.signals import Stopped
+
+    np.savez(tmp_path / "gen.npz", images=digits["train"].images[:200].permute(0, 2, 3, 1).numpy())
+    forward, calls = ClassifierExtractor._forward, []
+
+    def forward_then_signal(self, images):  # a real SIGTERM during the first batch of features
+        calls.append(1)
+        if len(calls) == 1:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return forward(self, images)
+
+    monkeypatch.setattr(ClassifierExtractor, "_forward", forward_then_signal)
+    out = tmp_path / "eval"
+    before = signal.getsignal(signal.SIGTERM)
+    rc = main(["evaluate", str(tmp_path / "gen.npz"), "--data", "digits", "--n", "200", "--batch-size", "50",
+               "--out", str(out), "--quiet"])
+    assert rc == 128 + signal.SIGTERM and signal.getsignal(signal.SIGTERM) == before
+    assert len(calls) == 1  # stopped before the next batch
+    assert "stopped by SIGTERM (extracting digits-cnn features): the evaluation was abandoned and nothing was " \
+           "written" in capsys.readouterr().err
+    assert not out.exists()
+    ev = Evaluator(small_cfg(metrics=("fid",)), resolution=28, progress=False)
+    with pytest.raises(Stopped, match="after features"):  # the Python API: between metrics, too
+        ev.evaluate(digits["train"].images[:20], should_stop=lambda: len(calls) > 1)

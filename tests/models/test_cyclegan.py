@@ -256,6 +256,37 @@ def test_translate_cli_on_a_file_and_a_folder_with_a_corrupt_file(tmp_path, doma
     assert main(["translate", str(saved), str(tmp_path / "missing"), "-o", str(tmp_path / "none")]) == 2
 
 
+
+def test_translate_cli_stops_between_batches_on_sigterm(tmp_path, capsys, monkeypatch) -> None:
+    import os
+    import signal
+
+    import atelier.style.translate as translate_module
+
+    saved = tiny(resolution=16, channels_a=1, channels_b=3).save_pretrained(tmp_path / "model")
+    inp = tmp_path / "inp"
+    inp.mkdir()
+    for i in range(5):
+        Image.fromarray(np.full((16, 16), 40 * i, np.uint8)).save(inp / f"{i}.png")
+    translate, calls = translate_module.translate_images, []
+
+    def translate_then_signal(*args, **kwargs):  # a real SIGTERM while the first batch is translated
+        calls.append(1)
+        if len(calls) == 1:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return translate(*args, **kwargs)
+
+    monkeypatch.setattr(translate_module, "translate_images", translate_then_signal)
+    out = tmp_path / "out"
+    rc = main(["translate", str(saved), str(inp), "-o", str(out), "--batch-size", "2", "--quiet"])
+    assert rc == 128 + signal.SIGTERM and len(calls) == 1
+    assert sorted(p.name for p in out.glob("*.png")) == ["0.png", "1.png"]  # the first batch, complete
+    for name in ("0.png", "1.png"):
+        with Image.open(out / name) as im:
+            im.load()
+            assert im.size == (16, 16)
+    assert "stopped by SIGTERM after 2 of 5 images: wrote 2 complete PNGs" in capsys.readouterr().err
+
 def test_translate_images_converts_channels() -> None:
     from atelier.style.translate import translate_images
 

@@ -212,3 +212,21 @@ def test_bad_inputs_are_named(images):
         GatysConfig(optimizer="sgd")
     with pytest.raises(ValueError, match="no layer"):
         VGGFeatures("vgg19", ["relu9_9"])
+
+
+def test_should_stop_ends_at_an_iteration_with_the_best_image_so_far_at_the_output_size(images):
+    content, style = images
+    cfg = _tiny_cfg(size=128, scales=3, steps=4, coarse_steps=6)  # levels 64 and 128
+    asked = []
+
+    def should_stop() -> bool:  # asked before every iteration; says stop before the fourth
+        asked.append(1)
+        return len(asked) > 3
+
+    result = gatys_transfer(content, style, _tiny_net(), cfg, progress=False, should_stop=should_stop)
+    assert result.stopped and len(asked) == 4
+    assert [h["size"] for h in result.history] == [64] * 3  # stopped inside the coarse level
+    assert result.image.shape == (3, 77, 128)  # brought to the output size all the same
+    assert torch.isfinite(result.image).all() and 0 <= result.image.min() and result.image.max() <= 1
+    whole = gatys_transfer(content, style, _tiny_net(), _tiny_cfg(steps=2), progress=False, should_stop=lambda: False)
+    assert not whole.stopped and len(whole.history) == 2

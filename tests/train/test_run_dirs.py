@@ -19,7 +19,7 @@ from atelier.io import load_tensors
 from atelier.models.pretrained import latest_checkpoint
 from atelier.train import DataConfig, GANTrainConfig, train_model
 from atelier.train.checkpoint import RunExistsError, remove_stale_temporaries, resumable_checkpoint
-from atelier.train.signals import stop_on_signals
+from atelier.signals import stop_on_signals
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 TINY = dict(g_width=8, d_width=8, latent_dim=8)

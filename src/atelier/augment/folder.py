@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 from atelier.augment.pipeline import Pipeline, default_pipeline
 from atelier.data.base import DataError
 from atelier.data.images import IMAGE_EXTENSIONS, output_names, read_image, scan_images
+from atelier.signals import ShouldStop
 
 SHEET_ROWS = 16
 SHEET_COLUMNS = 8  # augmentations shown per row at most
@@ -44,6 +45,8 @@ class AugmentResult:
     failures: list[tuple[str, str]] = field(default_factory=list)  # (path relative to the input, reason)
     contact_sheet: Path | None = None
     manifest: Path | None = None
+    total: int = 0  # image files found
+    stopped: bool = False  # ``should_stop`` ended the loop early; every file written is complete
 
     def failure_message(self) -> str | None:
         """One message naming every unreadable file, or None."""
@@ -145,10 +148,15 @@ def augment_folder(
     input_dir: str | os.PathLike, out_dir: str | os.PathLike, pipeline: Pipeline | None = None, copies: int = 4, *,
     seed: int = 0, size: int | None = None, with_originals: bool = False, contact_sheet: bool | str | os.PathLike = True,
     sheet_rows: int = SHEET_ROWS, progress: bool = False, manifest: bool = True,
+    should_stop: ShouldStop | None = None,
 ) -> AugmentResult:
     """Write ``copies`` augmented PNGs per readable image of ``input_dir`` into ``out_dir`` (see the module
     docstring). ``pipeline`` None uses :func:`default_pipeline` sized for the first image. ``contact_sheet``:
-    True for :func:`default_sheet_path`, a path, or False for none. Raises only when nothing could be read."""
+    True for :func:`default_sheet_path`, a path, or False for none. Raises only when nothing could be read.
+
+    ``should_stop`` is asked before each image; when it returns True the loop ends there, no contact
+    sheet is drawn, the manifest records what was written (``"stopped": true``) and the result says
+    ``stopped``. Every PNG is written atomically, so each image's outputs written so far are complete."""
     from atelier.config import environment
     from atelier.data.images import save_image
     from atelier.io import atomic_write_bytes, atomic_write_json
@@ -170,9 +178,12 @@ def augment_folder(
     stems = output_stems(root, files)
     candidates = set(_sheet_order(root, files)[: 2 * sheet_rows]) if sheet_path is not None else set()
     sheet: dict[Path, torch.Tensor] = {}
-    result = AugmentResult(out)
+    result = AugmentResult(out, total=len(files))
     width = len(str(copies - 1))
     for file in tqdm(files, desc=f"augmenting {root.name}", unit="img", disable=not progress):
+        if should_stop is not None and should_stop():
+            result.stopped = True
+            break
         rel = file.relative_to(root).as_posix()
         try:
             image = _read(file, size)
@@ -193,18 +204,19 @@ def augment_folder(
         if file in candidates:
             keep = torch.cat([image[None], augmented[:SHEET_COLUMNS]])
             sheet[file] = torch.stack([_tile(t, min(SHEET_TILE, max(image.shape[-2:]))) for t in keep])
-    if result.images == 0:
+    if result.images == 0 and not result.stopped:
         shown = "; ".join(f"{name} ({why})" for name, why in result.failures)
         raise DataError(f"no readable images in {root}: {shown}")
-    if sheet_path is not None:
+    if sheet_path is not None and not result.stopped:
         rows = [sheet[f] for f in _sheet_order(root, files) if f in sheet][:sheet_rows]
         result.contact_sheet = write_contact_sheet(rows, sheet_path)
-    if manifest:
+    if manifest and result.images:  # (none only when stopped before the first image: nothing to describe)
         result.manifest = out / "augment.json"
         atomic_write_json(result.manifest, {
             "input": str(root), "copies": copies, "seed": seed, "size": size, "with_originals": with_originals,
             "pipeline": pipeline.config.to_dict() if pipeline is not None else None,
             "images": result.images, "written": result.written, "copied": result.copied,
             "failures": [list(f) for f in result.failures], "environment": environment(),
+            **({"stopped": True, "total": result.total} if result.stopped else {}),
         })
     return result

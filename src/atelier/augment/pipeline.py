@@ -32,21 +32,23 @@ import torch
 from torch import nn
 
 from atelier.augment.ops import AugmentOp, OpParams, _normalise
+from atelier.config import Config, Probability
 
 ImagesOrPair = torch.Tensor | tuple[torch.Tensor, torch.Tensor]
 
 
 # -- configuration -----------------------------------------------------------------------------
 @dataclass
-class OpConfig:
+class OpConfig(Config):
     """One op of a pipeline: its registered ``name``, probability ``p`` (None: the op's default) and
     strength ``params`` (unset ones take the op's defaults)."""
 
     name: str
-    p: float | None = None
+    p: Probability | None = None
     params: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         self.params = {str(k): _normalise(v) for k, v in dict(self.params).items()}
 
     @classmethod
@@ -77,7 +79,7 @@ class OpConfig:
 
 
 @dataclass
-class AugmentConfig:
+class AugmentConfig(Config):
     """The ops of a pipeline, in order."""
 
     ops: list[OpConfig] = field(default_factory=list)
@@ -86,7 +88,7 @@ class AugmentConfig:
     def from_dict(cls, data: Mapping[str, Any] | Iterable[Any]) -> "AugmentConfig":
         """``{"ops": [...]}`` or a bare list of ops."""
         if isinstance(data, Mapping):
-            unknown = sorted(set(data) - {"ops"})
+            unknown = sorted(map(repr, set(data) - {"ops"}))
             if unknown:
                 raise ValueError(f"unknown augmentation config key(s) {', '.join(unknown)}; the config holds 'ops', "
                                  f"a list of ops (each a name or a mapping with name, p and parameters)")

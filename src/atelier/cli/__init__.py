@@ -8,14 +8,32 @@ from pathlib import Path
 
 
 def _cmd_sample(args) -> int:
-    from atelier.creative import SampleSet, save_samples
+    from atelier.cli.errors import warnings_to_stderr
+    from atelier.cli.limits import check_float, check_int
+    from atelier.creative.sampling import check_sample_output, write_samples
+    from atelier.models.pretrained import NonFiniteWeightsWarning
+    from atelier.models.sampling import MAX_SAMPLES, NonFiniteSamplesWarning
     from atelier.pipelines import Pipeline
 
-    images, labels = Pipeline.load(args.run_dir).sample(args.n, seed=args.seed, label=args.label,
-                                                        truncation=args.truncation, with_labels=True)
-    path = save_samples(SampleSet(images, labels), args.out)
+    check_int(args.n, "--n", high=MAX_SAMPLES)
+    check_float(args.truncation, "--truncation")
+    check_sample_output(args.out, args.n, overwrite=args.overwrite)  # before the model is loaded
+    from atelier.signals import Stopped, stop_on_signals
+
+    # Ctrl-C / SIGTERM stop between batches, with nothing written (the output appears whole at the end)
+    with warnings_to_stderr(NonFiniteWeightsWarning, NonFiniteSamplesWarning), stop_on_signals() as stop:
+        pipe = Pipeline.load(args.run_dir, allow_nonfinite=args.allow_nonfinite)
+        batches = pipe.sample_batches(args.n, seed=args.seed, label=args.label, truncation=args.truncation)
+        try:
+            path = write_samples(batches, args.out, args.n, class_names=pipe.class_names, overwrite=args.overwrite,
+                                 allow_nonfinite=args.allow_nonfinite, progress=not args.quiet, should_stop=stop)
+        except Stopped as exc:
+            print(f"stopped by {stop.name} ({exc.where})", file=sys.stderr)
+            return stop.exit_code
     print(f"wrote {args.n} samples to {path}")
-    return 0
+    if stop.requested:
+        print(f"{stop.name} came as the last samples were written; {path} is complete", file=sys.stderr)
+    return stop.exit_code
 
 
 def _cmd_demo(args) -> int:
@@ -39,11 +57,28 @@ def _cmd_evaluate(args) -> int:
         kwargs["metrics"] = tuple(m.strip() for m in args.metrics.split(",") if m.strip())
     if args.no_cache:
         kwargs["cache"] = False
-    result = evaluate_source(args.input, EvalConfig(**kwargs), progress=not args.quiet)
-    print(result.table())
-    page = write_evaluation_report(result, args.out)
+    from atelier.cli.errors import warnings_to_stderr
+    from atelier.data.base import ConversionNote
+    from atelier.signals import Stopped, stop_on_signals
+
+    # Ctrl-C / SIGTERM stop between batches and metrics with nothing written (a second signal acts at once);
+    # what evaluation changed about the samples is said as note: lines.
+    with warnings_to_stderr(ConversionNote, prefix="note: "), stop_on_signals() as stop:
+        try:
+            result = evaluate_source(args.input, EvalConfig(**kwargs), progress=not args.quiet, should_stop=stop)
+        except Stopped as exc:
+            print(f"stopped by {stop.name} ({exc.where}): the evaluation was abandoned and nothing was written",
+                  file=sys.stderr)
+            return stop.exit_code
+        if stop.requested:
+            print(f"stopped by {stop.name} before the report was written: nothing was written", file=sys.stderr)
+            return stop.exit_code
+        print(result.table())
+        page = write_evaluation_report(result, args.out)  # a signal now waits for the report to be complete
     print(f"metrics: {Path(args.out) / 'metrics.json'}   report: {page}")
-    return 0
+    if stop.requested:
+        print(f"{stop.name} came while the report was written; it is complete", file=sys.stderr)
+    return stop.exit_code
 
 
 def _cmd_fit_classifier(args) -> int:
@@ -133,13 +168,31 @@ def build_parser() -> argparse.ArgumentParser:
     train_cli.add_parsers(sub)  # train <family>, for every registered family
     add_translate_parsers(sub)  # translate, data mnist-domains
 
-    s = sub.add_parser("sample", help="draw samples from a trained model")
+    from atelier.models.sampling import MAX_SAMPLES
+    from atelier.report.grid import MAX_GRID_IMAGES
+
+    s = sub.add_parser(
+        "sample", help="draw samples from a trained model",
+        description="Draw --n samples, reproducible from --seed, in batches of 500 with a progress bar. A .png "
+                    f"--out is one grid (at most {MAX_GRID_IMAGES} images); an .npz or a folder is streamed batch "
+                    f"by batch, so memory stays bounded for any --n (at most {MAX_SAMPLES:,}). Every output appears "
+                    "whole when done: an interrupted run leaves nothing behind. A model whose weights hold NaN/Inf, "
+                    "or samples that do, are refused unless --allow-nonfinite.")
     s.add_argument("run_dir", help="run directory, checkpoint or saved model")
-    s.add_argument("--n", type=int, default=64)
-    s.add_argument("--out", required=True, help="output .png (grid) or .npz (images N x H x W x C, labels)")
+    s.add_argument("--n", type=int, default=64, help=f"samples to draw, 1..{MAX_SAMPLES:,} (default: 64)")
+    s.add_argument("--out", required=True,
+                   help=f"output: .png (one grid, at most {MAX_GRID_IMAGES} samples), .npz (images N x H x W x C "
+                        "uint8, labels; streamed) or a folder (one PNG per sample, a sub-folder per class of a "
+                        "conditional model; streamed)")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--label", type=int, default=None, help="class to draw (conditional models)")
-    s.add_argument("--truncation", type=float, default=None, help="resample latents beyond +-T")
+    s.add_argument("--truncation", type=float, default=None,
+                   help="draw latents from the normal truncated to +-T (T a finite number above 0)")
+    s.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
+    s.add_argument("--allow-nonfinite", action="store_true",
+                   help="sample from a model whose weights hold NaN/Inf and write samples holding NaN/Inf (as "
+                        "black or white pixels) anyway, with a warning")
+    s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.set_defaults(func=_cmd_sample)
 
     d = sub.add_parser("demo", help="train a small conditional GAN on the bundled digits and show it")

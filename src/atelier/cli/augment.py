@@ -18,6 +18,14 @@ import argparse
 import sys
 from pathlib import Path
 
+from atelier.cli.limits import check_float, check_int
+from atelier.creative.generative import MAX_PER_CLASS
+
+#: Bounds on the numbers augment takes: augmented copies per real image (written one image at a time),
+#: draws per kept sample, and --size; and MAX_PER_CLASS samples kept per class (held in memory).
+MAX_COPIES, MAX_OVERSAMPLE, MAX_SIZE = 1000, 1000, 4096
+
+
 def _print_ops() -> int:
     from atelier.augment.ops import get_op, list_ops
 
@@ -85,6 +93,12 @@ def _check_flags(args) -> None:
             _fail("--with-originals applies to the real images of INPUT_DIR; none was given")
     if args.out is None:
         _fail("-o/--out OUT_DIR is required")
+    check_int(args.copies, "--copies", high=MAX_COPIES)
+    check_int(args.size, "--size", high=MAX_SIZE)
+    check_int(args.per_class, "--per-class", high=MAX_PER_CLASS)
+    check_int(args.max_oversample, "--max-oversample", high=MAX_OVERSAMPLE)
+    check_float(args.min_confidence, "--min-confidence", high=1.0, low_inclusive=True)
+    check_float(args.truncation, "--truncation")
 
 
 def _cmd_augment(args) -> int:
@@ -117,27 +131,46 @@ def _cmd_augment(args) -> int:
         generated = generate_labelled(args.generate, args.per_class, min_confidence=args.min_confidence,
                                       classifier=args.classifier, seed=args.seed, max_oversample=args.max_oversample,
                                       truncation=args.truncation, device=args.device)
-    if args.input_dir is not None:
-        from atelier.augment.folder import augment_folder
+    from atelier.signals import stop_on_signals
 
-        copies = 4 if args.copies is None else args.copies
-        sheet = False if args.no_contact_sheet else (args.contact_sheet or True)
-        result = augment_folder(args.input_dir, out, pipe, copies, seed=args.seed, size=args.size,
-                                with_originals=args.with_originals, contact_sheet=sheet, progress=args.progress)
-        extra = f" and copied the {result.copied} originals" if args.with_originals else ""
-        print(f"augmented {result.images} images x {copies}: wrote {result.written} PNGs{extra} to {out} "
-              f"(same sub-folders as {args.input_dir})")
-        if result.contact_sheet is not None:
-            print(f"contact sheet: {result.contact_sheet}")
-        if result.failures:
-            print(f"atelier: warning: {result.failure_message()}", file=sys.stderr)
-    if generated is not None:
-        generated.save(out)
-        how = (f", kept when {generated.info['classifier']} gives >= {args.min_confidence} "
-               f"({sum(generated.drawn)} drawn)" if args.min_confidence is not None else "")
-        print(f"generated {args.per_class} per class x {len(generated.classes)} classes from {args.generate}{how}: "
-              f"wrote {len(generated.labels)} PNGs to {out}")
-    return 0
+    # From here on files are written: Ctrl-C / SIGTERM stop between images (every PNG is written atomically)
+    # and the command says what was written; a second signal acts at once. (Before, nothing was written, so
+    # a signal during the generation above simply ends the command.)
+    with stop_on_signals() as stop:
+        if args.input_dir is not None:
+            from atelier.augment.folder import augment_folder
+
+            copies = 4 if args.copies is None else args.copies
+            sheet = False if args.no_contact_sheet else (args.contact_sheet or True)
+            result = augment_folder(args.input_dir, out, pipe, copies, seed=args.seed, size=args.size,
+                                    with_originals=args.with_originals, contact_sheet=sheet, progress=args.progress,
+                                    should_stop=stop)
+            if result.stopped:
+                _say_stopped(stop.name, result, out, generated is not None)
+                return stop.exit_code
+            extra = f" and copied the {result.copied} originals" if args.with_originals else ""
+            print(f"augmented {result.images} images x {copies}: wrote {result.written} PNGs{extra} to {out} "
+                  f"(same sub-folders as {args.input_dir})")
+            if result.contact_sheet is not None:
+                print(f"contact sheet: {result.contact_sheet}")
+            if result.failures:
+                print(f"atelier: warning: {result.failure_message()}", file=sys.stderr)
+        if generated is not None:
+            generated.save(out)  # quick, so it is finished even when a signal comes meanwhile
+            how = (f", kept when {generated.info['classifier']} gives >= {args.min_confidence} "
+                   f"({sum(generated.drawn)} drawn)" if args.min_confidence is not None else "")
+            print(f"generated {args.per_class} per class x {len(generated.classes)} classes from {args.generate}"
+                  f"{how}: wrote {len(generated.labels)} PNGs to {out}")
+    return stop.exit_code
+
+
+def _say_stopped(signal_name: str, result, out: Path, had_generated: bool) -> None:
+    """What an augmentation stopped by a signal wrote, on stderr."""
+    done = result.images + len(result.failures)
+    copied = f" and copied {result.copied} originals" if result.copied else ""
+    skipped = "; no contact sheet" + ("; the generated samples were not written" if had_generated else "")
+    print(f"stopped by {signal_name} after {done} of {result.total} images: wrote {result.written} complete PNGs"
+          f"{copied} to {out}{skipped}; run the same command again to redo it in full", file=sys.stderr)
 
 
 def add_augment_parser(subparsers) -> argparse.ArgumentParser:
@@ -152,10 +185,12 @@ def add_augment_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("-o", "--out", default=None, metavar="OUT_DIR", help="output folder (created)")
     p.add_argument("--seed", type=int, default=0, help="makes the output reproducible (default: 0)")
     real = p.add_argument_group("real images (INPUT_DIR)")
-    real.add_argument("--copies", type=int, default=None, help="augmented PNGs per image (default: 4)")
+    real.add_argument("--copies", type=int, default=None, help=f"augmented PNGs per image (1..{MAX_COPIES}; "
+                      f"default: 4)")
     real.add_argument("--config", default=None, help="pipeline file (.yaml/.toml/.json); default: a label-safe "
                       "pipeline (affine, resized crop, colour jitter, blur, noise, cutout; no flips)")
-    real.add_argument("--size", type=int, default=None, help="resize so the longer side is SIZE (default: keep)")
+    real.add_argument("--size", type=int, default=None, help=f"resize so the longer side is SIZE (at most "
+                      f"{MAX_SIZE}; default: keep)")
     real.add_argument("--with-originals", action="store_true", help="also copy the original files into OUT_DIR")
     sheet = real.add_mutually_exclusive_group()
     sheet.add_argument("--contact-sheet", default=None, metavar="PATH",
@@ -164,13 +199,16 @@ def add_augment_parser(subparsers) -> argparse.ArgumentParser:
     real.add_argument("--no-progress", dest="progress", action="store_false", help="hide the progress bar")
     gen = p.add_argument_group("generated images (--generate)")
     gen.add_argument("--generate", default=None, metavar="RUN_DIR", help="a trained class-conditional GAN or VAE")
-    gen.add_argument("--per-class", type=int, default=None, metavar="K", help="samples kept per class")
+    gen.add_argument("--per-class", type=int, default=None, metavar="K", help=f"samples kept per class "
+                     f"(1..{MAX_PER_CLASS:,})")
     gen.add_argument("--min-confidence", type=float, default=None, metavar="P",
                      help="keep a sample only if the classifier predicts its class with probability >= P")
     gen.add_argument("--classifier", default=None, help="filtering classifier: an extractor name (digits-cnn, "
                      "mnist-cnn) or a classifier .safetensors file (default: the run dataset's domain classifier)")
-    gen.add_argument("--max-oversample", type=int, default=20, help="give up after K x this many draws per class (default: 20)")
-    gen.add_argument("--truncation", type=float, default=None, help="resample latents beyond +-T")
+    gen.add_argument("--max-oversample", type=int, default=20, help=f"give up after K x this many draws per class "
+                     f"(1..{MAX_OVERSAMPLE}; default: 20)")
+    gen.add_argument("--truncation", type=float, default=None,
+                     help="draw latents from the normal truncated to +-T (T > 0)")
     gen.add_argument("--device", default="cpu", help="device for the model and classifier (default: cpu)")
     info = p.add_argument_group("information")
     info.add_argument("--list-ops", action="store_true", help="list the ops, their defaults and exit")

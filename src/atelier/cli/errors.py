@@ -12,10 +12,14 @@ spelling stays, since a flag the command does not accept would mislead more.
 from __future__ import annotations
 
 import argparse
+import sys
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from atelier.data.base import Message, Option
 
-__all__ = ["FLAGS", "error_text", "spell_option"]
+__all__ = ["FLAGS", "error_text", "spell_option", "warnings_to_stderr"]
 
 #: Option key -> (how the CLI spells it, the argparse ``dest`` (or dests) a command must have for that spelling).
 FLAGS: dict[str, tuple[str, str | tuple[str, ...]]] = {
@@ -32,6 +36,7 @@ FLAGS: dict[str, tuple[str, str | tuple[str, ...]]] = {
     "strict": ("--strict", "strict"),
     "overwrite": ("--overwrite", "overwrite"),
     "resume": ("--resume", "resume"),
+    "allow_nonfinite": ("--allow-nonfinite", "allow_nonfinite"),
 }
 
 
@@ -54,3 +59,25 @@ def error_text(exc: BaseException, args: argparse.Namespace | None = None) -> st
     if not isinstance(message, Message) or not message.options:
         return str(exc)
     return message.render(lambda option: spell_option(option, args))
+
+
+@contextmanager
+def warnings_to_stderr(*categories: type[Warning], prefix: str = "atelier: warning: ") -> Iterator[None]:
+    """Within the block, warnings of ``categories`` (e.g. NaN weights loaded with ``--allow-nonfinite``)
+    are printed at once as ``PREFIX MESSAGE`` on stderr, each time they come, instead of Python's
+    ``file:line: UserWarning`` form; other warnings keep their usual display. What the library changed
+    about the user's input (a :class:`~atelier.data.base.ConversionNote`) is shown with ``prefix="note: "``,
+    like the CLI's own notes."""
+    with warnings.catch_warnings():  # restores the filters and showwarning afterwards
+        shown = warnings.showwarning
+        for category in categories:
+            warnings.simplefilter("always", category)
+
+        def show(message, category, filename, lineno, file=None, line=None) -> None:
+            if issubclass(category, categories):
+                print(f"{prefix}{message}", file=sys.stderr)
+            else:
+                shown(message, category, filename, lineno, file, line)
+
+        warnings.showwarning = show
+        yield

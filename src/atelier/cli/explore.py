@@ -4,6 +4,12 @@ novelty pairs of a trained model, as PNG (and GIF) files. A thin layer over :mod
 Wire it into a parser with ``add_explore_parser(subparsers)``; every subcommand sets ``func``, a
 handler that takes the parsed arguments and returns 0. Bad requests (a GAN asked to encode an image,
 a class the model does not have) raise ValueError with a message meant for the user.
+
+Every tool writes one grid, so each number that sizes it is bounded (``--help`` names each limit,
+checked before the model is loaded): at most ``MAX_GRID_IMAGES`` (1024) images in a grid,
+``MAX_STEPS`` (1024) interpolation frames, ``MAX_NOVELTY_SAMPLES`` samples compared with the training
+set, ``MAX_TSNE_POINTS`` points in a t-SNE map. Numbers beyond the data (``--n`` above the dataset's
+size) take the whole dataset.
 """
 
 from __future__ import annotations
@@ -13,7 +19,17 @@ from pathlib import Path
 
 import torch
 
+from atelier.cli.errors import warnings_to_stderr
+from atelier.cli.limits import check_float, check_int
+from atelier.creative.latent import MAX_SEEDS, MAX_STEPS
+from atelier.creative.latent_map import MAX_TSNE_POINTS
+from atelier.report.grid import MAX_GRID_IMAGES
+
 FORMATTER = argparse.ArgumentDefaultsHelpFormatter
+#: Samples ``explore novelty`` draws at most: all are kept and compared with every training image.
+MAX_NOVELTY_SAMPLES = 10_000
+#: The longest GIF frame time, in milliseconds.
+MAX_FRAME_MS = 60_000
 
 
 # -- shared helpers ---------------------------------------------------------------------------
@@ -39,9 +55,11 @@ def _png_out(out: str, default_name: str) -> Path:
 
 
 def _load_model(args):
+    from atelier.models.pretrained import NonFiniteWeightsWarning
     from atelier.pipelines import Pipeline
 
-    return Pipeline.load(args.run).model
+    with warnings_to_stderr(NonFiniteWeightsWarning):
+        return Pipeline.load(args.run, allow_nonfinite=args.allow_nonfinite).model
 
 
 def _load_data(model, args, what: str):
@@ -101,6 +119,9 @@ def _cmd_interpolate(args) -> int:
     from atelier.report.gif import save_gif
     from atelier.report.grid import save_grid
 
+    check_int(args.steps, "--steps", low=2, high=MAX_STEPS)
+    check_int(args.duration_ms, "--duration-ms", high=MAX_FRAME_MS)
+    check_float(args.truncation, "--truncation")
     model = _load_model(args)
     if args.seeds is not None:
         frames = interpolate_seeds(model, args.seeds[0], args.seeds[1], args.steps, label=args.label,
@@ -134,9 +155,14 @@ def _cmd_traverse(args) -> int:
     from atelier.creative.traverse import traverse
     from atelier.report.grid import save_grid
 
+    check_int(args.steps, "--steps", high=MAX_GRID_IMAGES)
+    check_float(args.range, "--range")
+    check_int(args.max_rows, "--max-rows", high=MAX_GRID_IMAGES)
+    check_int(args.kl_n, "--kl-n")
+    if args.dims is not None and len(args.dims) * args.steps > MAX_GRID_IMAGES:  # else traverse() checks the rows
+        raise ValueError(f"{len(args.dims)} --dims (rows) x {args.steps} --steps is {len(args.dims) * args.steps:,} "
+                         f"images; a grid holds at most {MAX_GRID_IMAGES}: give fewer --dims or --steps")
     model = _load_model(args)
-    if args.steps < 1 or args.range <= 0:
-        raise ValueError(f"--steps must be positive and --range above 0, got {args.steps} and {args.range}")
     kwargs = {}
     if args.data:
         require_encoder(model, "--data (ordering dimensions by KL, or --image)")
@@ -168,6 +194,13 @@ def _cmd_arithmetic(args) -> int:
     from atelier.creative.arithmetic import image_arithmetic, seed_arithmetic
     from atelier.report.grid import save_grid
 
+    for flag, values, most in (("--a-seeds", args.a_seeds, MAX_SEEDS), ("--b-seeds", args.b_seeds, MAX_SEEDS),
+                               ("--c-seeds", args.c_seeds, MAX_GRID_IMAGES // 2),
+                               ("--c-indices", args.c_indices, MAX_GRID_IMAGES // 2)):
+        if values is not None and len(values) > most:
+            raise ValueError(f"{flag}: at most {most:,} values, got {len(values):,}")
+    check_int(args.group_size, "--group-size")
+    check_float(args.truncation, "--truncation")
     model = _load_model(args)
     seed_mode = [x is not None for x in (args.a_seeds, args.b_seeds, args.c_seeds)]
     data_mode = [x is not None for x in (args.a, args.b, args.c_indices)]
@@ -222,6 +255,8 @@ def _cmd_reconstruct(args) -> int:
     from atelier.creative.reconstruct import reconstruction_grid
     from atelier.report.grid import save_grid
 
+    check_int(args.n, "--n", high=MAX_GRID_IMAGES // 2)
+    check_int(args.nrow, "--nrow", high=MAX_GRID_IMAGES // 2)
     model, dataset, pick = _encoder_and_data(args, "reconstruction")
     grid, metrics = reconstruction_grid(model, dataset.images[pick], _labels_for(model, dataset, pick), nrow=args.nrow)
     out = _png_out(args.out, "reconstructions.png")
@@ -235,6 +270,8 @@ def _cmd_reconstruct(args) -> int:
 def _cmd_latent_map(args) -> int:
     from atelier.creative.latent_map import latent_map
 
+    check_int(args.n, "--n", low=2 if args.method == "pca" else 4,
+              high=MAX_TSNE_POINTS if args.method == "tsne" else None)
     model, dataset, pick = _encoder_and_data(args, "a latent map")
     labels = dataset.labels[pick] if dataset.labels is not None else None
     out = _png_out(args.out, f"latent_map_{args.method}.png")
@@ -249,6 +286,9 @@ def _cmd_novelty(args) -> int:
     from atelier.models.sampling import sample_images
     from atelier.report.grid import save_grid
 
+    check_int(args.n, "--n", high=MAX_NOVELTY_SAMPLES)
+    check_int(args.k, "--k", high=MAX_GRID_IMAGES // 2)
+    check_float(args.truncation, "--truncation")
     model = _load_model(args)
     dataset = _load_data(model, args, "novelty")
     samples = sample_images(model, args.n, seed=args.seed, label=args.label, truncation=args.truncation)
@@ -271,6 +311,8 @@ def _common(p, *, seed_help: str | None, seed_default: int | None = 0, split: st
     p.add_argument("--data", default=None, help="real images: digits | mnist | folder:PATH")
     p.add_argument("--data-dir", default=None, help="local files for the dataset (e.g. MNIST's IDX files)")
     p.add_argument("--split", default=split, help="dataset split: train | test | all")
+    p.add_argument("--allow-nonfinite", action="store_true",
+                   help="use a model whose weights hold NaN/Inf anyway (with a warning); refused otherwise")
 
 
 def add_explore_parser(subparsers) -> argparse.ArgumentParser:
@@ -288,11 +330,12 @@ def add_explore_parser(subparsers) -> argparse.ArgumentParser:
                        help="VAE: between dataset images I and J (needs --data)")
     which.add_argument("--classes", type=int, nargs=2, metavar=("A", "B"),
                        help="conditional models: one latent (--seed), class A morphing into class B")
-    p.add_argument("--steps", type=int, default=10, help="frames, both ends included")
+    p.add_argument("--steps", type=int, default=10, help=f"frames, both ends included (2..{MAX_STEPS})")
     p.add_argument("--label", type=int, default=None, help="class of every frame with --seeds (conditional models)")
     p.add_argument("--method", choices=("slerp", "lerp"), default="slerp", help="path between seed latents")
-    p.add_argument("--truncation", type=float, default=None, help="resample seed latents beyond +-T")
-    p.add_argument("--duration-ms", type=int, default=80, help="GIF frame time")
+    p.add_argument("--truncation", type=float, default=None,
+                   help="draw seed latents from the normal truncated to +-T (T > 0)")
+    p.add_argument("--duration-ms", type=int, default=80, help=f"GIF frame time (1..{MAX_FRAME_MS})")
     p.add_argument("--no-gif", action="store_true", help="write only the PNG strip, not the .gif beside it")
     p.set_defaults(func=_cmd_interpolate)
 
@@ -302,12 +345,14 @@ def add_explore_parser(subparsers) -> argparse.ArgumentParser:
             "(also picks the --kl-n images)")
     p.add_argument("--dims", type=_ints, default=None, help="comma-separated dimensions (default: the first "
                    "--max-rows, or with --data on a VAE the highest-KL ones)")
-    p.add_argument("--range", type=float, default=3.0, help="sweep each dimension over [-R, R]")
-    p.add_argument("--steps", type=int, default=9, help="values per dimension")
+    p.add_argument("--range", type=float, default=3.0, help="sweep each dimension over [-R, R] (R finite, > 0)")
+    p.add_argument("--steps", type=int, default=9, help=f"values per dimension (rows x steps at most "
+                   f"{MAX_GRID_IMAGES})")
     p.add_argument("--max-rows", type=int, default=10, help="dimensions shown when --dims is not given")
     p.add_argument("--label", type=int, default=None, help="class of every image (conditional models; default 0)")
     p.add_argument("--image", type=int, default=None, help="VAE: start from the posterior mean of this --data image")
-    p.add_argument("--kl-n", type=int, default=500, help="images of --data used to rank dimensions by KL")
+    p.add_argument("--kl-n", type=int, default=500, help="images of --data used to rank dimensions by KL (all "
+                   "of them if fewer)")
     p.epilog = "The base latent is zeros, or --seed's prior latent, or (--image) a real image's posterior mean."
     p.set_defaults(func=_cmd_traverse)
 
@@ -316,35 +361,42 @@ def add_explore_parser(subparsers) -> argparse.ArgumentParser:
     _common(p, seed_help=None)
     p.add_argument("--a", default=None, help="VAE: class (name or index) of group A")
     p.add_argument("--b", default=None, help="VAE: class (name or index) of group B")
-    p.add_argument("--c-indices", type=_ints, default=None, help="VAE: dataset indices of the C images")
+    p.add_argument("--c-indices", type=_ints, default=None, help=f"VAE: dataset indices of the C images (at most "
+                   f"{MAX_GRID_IMAGES // 2})")
     p.add_argument("--group-size", type=int, default=200, help="VAE: at most this many images per class group")
-    p.add_argument("--a-seeds", type=_ints, default=None, help="any model: seeds of group A")
-    p.add_argument("--b-seeds", type=_ints, default=None, help="any model: seeds of group B")
-    p.add_argument("--c-seeds", type=_ints, default=None, help="any model: seeds of the C latents")
+    p.add_argument("--a-seeds", type=_ints, default=None, help=f"any model: seeds of group A (at most {MAX_SEEDS:,})")
+    p.add_argument("--b-seeds", type=_ints, default=None, help=f"any model: seeds of group B (at most {MAX_SEEDS:,})")
+    p.add_argument("--c-seeds", type=_ints, default=None, help=f"any model: seeds of the C latents (at most "
+                   f"{MAX_GRID_IMAGES // 2})")
     p.add_argument("--label", type=int, default=None, help="seeds on a conditional model: class drawn (default 0)")
-    p.add_argument("--truncation", type=float, default=None, help="resample seed latents beyond +-T")
+    p.add_argument("--truncation", type=float, default=None,
+                   help="draw seed latents from the normal truncated to +-T (T > 0)")
     p.set_defaults(func=_cmd_arithmetic)
 
     p = sub.add_parser("reconstruct", formatter_class=FORMATTER,
                        help="VAE: real images above their reconstructions, with MSE / PSNR / SSIM")
     _common(p, seed_help="picks the images")
-    p.add_argument("--n", type=int, default=16, help="images (picked at random with --seed)")
+    p.add_argument("--n", type=int, default=16, help=f"images (picked at random with --seed; at most "
+                   f"{MAX_GRID_IMAGES // 2}, all of the data if fewer)")
     p.add_argument("--nrow", type=int, default=8, help="images per row")
     p.set_defaults(func=_cmd_reconstruct)
 
     p = sub.add_parser("latent-map", formatter_class=FORMATTER,
                        help="VAE: 2-D map of posterior means (PCA or t-SNE) coloured by class")
     _common(p, seed_help="picks the images; t-SNE's random state")
-    p.add_argument("--n", type=int, default=2000, help="images (picked at random with --seed)")
+    p.add_argument("--n", type=int, default=2000, help=f"images (picked at random with --seed; all of the data if "
+                   f"fewer; tsne: at most {MAX_TSNE_POINTS:,})")
     p.add_argument("--method", choices=("pca", "tsne"), default="pca")
     p.set_defaults(func=_cmd_latent_map)
 
     p = sub.add_parser("novelty", formatter_class=FORMATTER,
                        help="samples next to their nearest training images; median distance")
     _common(p, split="train", seed_help="the samples' latents")
-    p.add_argument("--n", type=int, default=64, help="samples to draw")
-    p.add_argument("--k", type=int, default=16, help="pairs shown (the closest to the training set)")
+    p.add_argument("--n", type=int, default=64, help=f"samples to draw (at most {MAX_NOVELTY_SAMPLES:,})")
+    p.add_argument("--k", type=int, default=16, help=f"pairs shown (the closest to the training set; at most "
+                   f"{MAX_GRID_IMAGES // 2})")
     p.add_argument("--label", type=int, default=None, help="class drawn (conditional models; default: all)")
-    p.add_argument("--truncation", type=float, default=None)
+    p.add_argument("--truncation", type=float, default=None,
+                   help="draw latents from the normal truncated to +-T (T > 0)")
     p.set_defaults(func=_cmd_novelty)
     return e

@@ -102,27 +102,42 @@ def _cmd_stylize(args) -> int:
     description = getattr(net, "description", type(net).__name__)
     if not getattr(net, "pretrained", False):
         print(f"atelier: warning: {description}")
-    result = stylize_gatys(content, styles, cfg, mask=args.mask, device=args.device, progress=not args.quiet,
-                           features=net)
-    _save_rgb(result.image, out)
-    record = {
-        "content": str(content), "styles": [str(s) for s in styles], "mask": args.mask,
-        "feature_network": description, "weights": weights_provenance(net), "seconds": round(result.seconds, 2),
-        "final": result.history[-1] if result.history else None, "config": asdict(cfg),
-    }
     from atelier.io import atomic_write_bytes
+    from atelier.signals import stop_on_signals
+    from atelier.style.gatys import iterations_planned
 
-    atomic_write_bytes(out.with_suffix(out.suffix + ".json"), json.dumps(record, indent=2).encode())
-    if args.gif and result.frames is not None:
-        from atelier.report.gif import save_gif
+    # Ctrl-C / SIGTERM: the optimisation stops at an iteration boundary and the best image so far is
+    # still written (atomically); a second signal acts at once. Loading the network above is not covered:
+    # a signal there ends the command at once, with nothing to lose.
+    with stop_on_signals() as stop:
+        result = stylize_gatys(content, styles, cfg, mask=args.mask, device=args.device, progress=not args.quiet,
+                               features=net, should_stop=stop)
+        _save_rgb(result.image, out)
+        record = {
+            "content": str(content), "styles": [str(s) for s in styles], "mask": args.mask,
+            "feature_network": description, "weights": weights_provenance(net), "seconds": round(result.seconds, 2),
+            "final": result.history[-1] if result.history else None, "config": asdict(cfg),
+            "iterations": len(result.history), "stopped_by": stop.name if result.stopped else None,
+        }
+        atomic_write_bytes(out.with_suffix(out.suffix + ".json"), json.dumps(record, indent=2).encode())
+        if args.gif and result.frames is not None:
+            from atelier.report.gif import save_gif
 
-        frames = torch_cat_final(result.frames, result.image)
-        save_gif(frames, args.gif, boomerang=False, scale=1, duration_ms=100)
-        print(f"wrote {args.gif} ({len(frames)} frames)")
+            frames = torch_cat_final(result.frames, result.image)
+            save_gif(frames, args.gif, boomerang=False, scale=1, duration_ms=100)
+            print(f"wrote {args.gif} ({len(frames)} frames)")
     h, w = result.image.shape[-2:]
     loss = f", loss {result.history[-1]['loss']:.4g}" if result.history else ""
     print(f"wrote {out} ({w}x{h}, {len(result.history)} iterations in {result.seconds:.1f} s{loss})")
-    return 0
+    if stop.requested:
+        import sys
+
+        if result.stopped:
+            print(f"stopped by {stop.name} after {len(result.history)} of {iterations_planned(cfg)} iterations: "
+                  f"{out} holds the best image so far", file=sys.stderr)
+        else:
+            print(f"{stop.name} came after the last iteration; the outputs are complete", file=sys.stderr)
+    return stop.exit_code
 
 
 def torch_cat_final(frames, image):
@@ -140,15 +155,26 @@ def _stylize_fast(args, out: Path) -> int:
     import sys
     import warnings
 
-    with warnings.catch_warnings():
+    from atelier.signals import stop_on_signals
+
+    with warnings.catch_warnings(), stop_on_signals() as stop:  # a signal stops between images
         warnings.simplefilter("ignore")  # skipped files are reported below, once
         report = stylize_paths(args.model, args.inputs, out, strength=args.strength, size=args.size,
                                batch_size=args.batch_size, precision=args.precision or "fp32", device=args.device,
-                               progress=not args.quiet)
+                               progress=not args.quiet, should_stop=stop)
     for path, reason in report.skipped:
         print(f"atelier: skipped {path}: {reason}", file=sys.stderr)
     print(f"wrote {len(report.written)} image(s) to {out}" + (f", skipped {len(report.skipped)}" if report.skipped else ""))
-    return 0 if report.written else 2
+    if report.stopped:
+        print(f"stopped by {stop.name} after {len(report.written) + len(report.skipped)} of {report.total} input "
+              f"images: the {len(report.written)} written are complete; run again to stylise the rest",
+              file=sys.stderr)
+        return stop.exit_code
+    if not report.written:
+        print(f"atelier: error: no image was stylised ({len(report.skipped)} input(s) skipped, see above)",
+              file=sys.stderr)
+        return stop.exit_code or 2
+    return stop.exit_code
 
 
 def _add_stylize(sub) -> None:

@@ -8,6 +8,10 @@ import argparse
 import sys
 
 FORMATTER = argparse.ArgumentDefaultsHelpFormatter
+#: The largest --size (square side) and --batch-size translate takes.
+MAX_SIZE, MAX_BATCH = 2048, 1024
+#: Pixels translated at once: --batch-size is lowered so batch x size x size stays within this.
+MAX_BATCH_PIXELS = 2**26
 
 
 def add_translate_parsers(sub) -> None:
@@ -22,9 +26,12 @@ def _add_translate(sub) -> None:
     t.add_argument("input", help="an image file, or a folder (searched recursively; sub-folders are kept)")
     t.add_argument("-o", "--out", required=True, help="output folder for the PNGs")
     t.add_argument("--direction", choices=("a2b", "b2a"), default="a2b")
-    t.add_argument("--size", type=int, default=None, help="square side the images are brought to "
-                   "(default: the training resolution)")
-    t.add_argument("--batch-size", type=int, default=32)
+    t.add_argument("--size", type=int, default=None, help=f"square side the images are brought to, at most "
+                   f"{MAX_SIZE} (default: the training resolution)")
+    t.add_argument("--batch-size", type=int, default=32, help=f"images translated at once (1..{MAX_BATCH}; lowered "
+                   f"so that a batch holds at most {MAX_BATCH_PIXELS // 2**20}M pixels)")
+    t.add_argument("--allow-nonfinite", action="store_true",
+                   help="use a model whose weights hold NaN/Inf anyway (with a warning); refused otherwise")
     t.add_argument("--no-ema", dest="use_ema", action="store_false",
                    help="use the raw generator weights instead of their moving average")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -32,22 +39,41 @@ def _add_translate(sub) -> None:
 
 
 def _cmd_translate(args) -> int:
+    from atelier.cli.errors import warnings_to_stderr
+    from atelier.cli.limits import check_int
+    from atelier.models.pretrained import NonFiniteWeightsWarning
     from atelier.pipelines import Pipeline
     from atelier.style.translate import translate_paths
 
-    pipe = Pipeline.load(args.run_dir)
+    check_int(args.size, "--size", low=8, high=MAX_SIZE)
+    check_int(args.batch_size, "--batch-size", high=MAX_BATCH)
+    with warnings_to_stderr(NonFiniteWeightsWarning):
+        pipe = Pipeline.load(args.run_dir, allow_nonfinite=args.allow_nonfinite)
     if "translate" not in pipe.operations:
         raise ValueError(f"{args.run_dir} holds a {pipe.family} model; translate needs a CycleGAN run")
-    report = translate_paths(pipe.model, args.input, args.out, direction=args.direction, size=args.size,
-                             batch_size=args.batch_size, use_ema=args.use_ema, progress=not args.quiet)
+    side = args.size or pipe.model.config.resolution
+    batch_size = min(args.batch_size, max(1, MAX_BATCH_PIXELS // (side * side)))
+    from atelier.signals import stop_on_signals
+
+    with stop_on_signals() as stop:  # Ctrl-C / SIGTERM stop between batches; a second signal acts at once
+        report = translate_paths(pipe.model, args.input, args.out, direction=args.direction, size=args.size,
+                                 batch_size=batch_size, use_ema=args.use_ema, progress=not args.quiet,
+                                 should_stop=stop)
     for path, why in report.failed:
         print(f"skipped {path}: {why}", file=sys.stderr)
+    if report.stopped:
+        done = len(report.written) + len(report.failed)
+        print(f"stopped by {stop.name} after {done} of {report.total} images: wrote {len(report.written)} complete "
+              f"PNGs to {args.out}; run again to translate the rest", file=sys.stderr)
+        return stop.exit_code
     if not report.written:
         print(f"atelier: error: none of the {len(report.failed)} input files could be read", file=sys.stderr)
         return 1
     skipped = f"; skipped {len(report.failed)} unreadable" if report.failed else ""
     print(f"translated {len(report.written)} images ({args.direction}) to {args.out}{skipped}")
-    return 0
+    if stop.requested:
+        print(f"{stop.name} came during the last batch; every image was translated", file=sys.stderr)
+    return stop.exit_code
 
 
 # -- atelier data mnist-domains ------------------------------------------------------------------

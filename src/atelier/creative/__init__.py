@@ -1,9 +1,9 @@
 """Exploring what a model learned: sampling, interpolation, traversals, arithmetic, novelty."""
 
-from atelier.creative.sampling import save_samples
-from atelier.models.sampling import SampleSet, sample_images
+from atelier.creative.sampling import save_samples, write_samples
+from atelier.models.sampling import SampleSet, iter_samples, sample_images
 
-__all__ = ["SampleSet", "sample_images", "save_samples"]
+__all__ = ["SampleSet", "iter_samples", "sample_images", "save_samples", "write_samples"]
 
 # Latent-space exploration (interpolation, traversal, arithmetic, maps, novelty).
 from atelier.creative.arithmetic import image_arithmetic, latent_arithmetic, seed_arithmetic  # noqa: E402

@@ -74,7 +74,13 @@ def seed_arithmetic(model, seeds_a, seeds_b, seeds_c, *, label: int | None = Non
                     truncation: float | None = None, return_latents: bool = False):
     """Latent arithmetic on prior latents named by seeds (any model): per seed c, the image of c
     then that of mean(A) - mean(B) + c; a conditional model draws everything as class ``label``
-    (default 0). Returns (2 * len(seeds_c), C, R, R) in [-1, 1] (and the result latents)."""
+    (default 0). Returns (2 * len(seeds_c), C, R, R) in [-1, 1] (and the result latents); at most
+    ``MAX_GRID_IMAGES // 2`` seeds C (one grid)."""
+    from atelier.report.grid import MAX_GRID_IMAGES
+
+    seeds_c = [seeds_c] if isinstance(seeds_c, int) else list(seeds_c)
+    if len(seeds_c) > MAX_GRID_IMAGES // 2:
+        raise ValueError(f"at most {MAX_GRID_IMAGES // 2} seeds C (two images each, one grid), got {len(seeds_c):,}")
     za = seed_latents(model, seeds_a, truncation=truncation)
     zb = seed_latents(model, seeds_b, truncation=truncation)
     zc = seed_latents(model, seeds_c, truncation=truncation)

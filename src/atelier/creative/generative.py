@@ -145,6 +145,10 @@ def _logits(classifier: Classifier, images: torch.Tensor) -> torch.Tensor:
     return logits.float().cpu()
 
 
+#: The most samples kept per class (all classes' samples are held in memory before anything is written).
+MAX_PER_CLASS = 10_000
+
+
 def generate_labelled(
     run: str | os.PathLike | torch.nn.Module, per_class: int, *, out_dir: str | os.PathLike | None = None,
     min_confidence: float | None = None, classifier: str | os.PathLike | Classifier | None = None, seed: int = 0,
@@ -153,8 +157,9 @@ def generate_labelled(
     """``per_class`` samples of every class of the conditional model in ``run`` (a run, checkpoint or
     model directory, or a loaded model), optionally filtered by ``classifier`` confidence (see the module
     docstring), written to ``out_dir`` as a labelled folder when given. Reproducible from ``seed``."""
-    if isinstance(per_class, bool) or not isinstance(per_class, int) or per_class < 1:
-        raise ValueError(f"per_class must be a positive integer, got {per_class!r}")
+    if isinstance(per_class, bool) or not isinstance(per_class, int) or not 1 <= per_class <= MAX_PER_CLASS:
+        raise ValueError(f"per_class must be an integer from 1 to {MAX_PER_CLASS:,} (all samples are held in "
+                         f"memory until every class has its share), got {per_class!r}")
     if min_confidence is not None and not 0.0 <= min_confidence <= 1.0:
         raise ValueError(f"min_confidence must lie in [0, 1], got {min_confidence}")
     if max_oversample < 1:

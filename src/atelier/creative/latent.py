@@ -19,6 +19,10 @@ import torch
 
 #: |cos(angle)| above which two latents count as parallel and slerp falls back to lerp (about 1.8 degrees).
 PARALLEL_COS = 0.9995
+#: The most positions (frames) on one interpolation path; every frame is decoded and kept in memory.
+MAX_STEPS = 1024
+#: The most seeds one call turns into latents.
+MAX_SEEDS = 10_000
 
 
 def _as_t(t, like: torch.Tensor) -> tuple[torch.Tensor, bool]:
@@ -85,9 +89,9 @@ def interpolation(method: str):
 
 
 def positions(steps: int) -> torch.Tensor:
-    """``steps`` evenly spaced positions 0 .. 1, both ends included."""
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 2:
-        raise ValueError(f"steps must be an integer of at least 2 (both ends are included), got {steps!r}")
+    """``steps`` evenly spaced positions 0 .. 1, both ends included (2 <= steps <= :data:`MAX_STEPS`)."""
+    if isinstance(steps, bool) or not isinstance(steps, int) or not 2 <= steps <= MAX_STEPS:
+        raise ValueError(f"steps must be an integer from 2 (both ends are included) to {MAX_STEPS}, got {steps!r}")
     return torch.linspace(0.0, 1.0, steps, dtype=torch.float64)
 
 
@@ -95,8 +99,8 @@ def seed_latents(model, seeds, *, truncation: float | None = None) -> torch.Tens
     """One prior latent per seed, (len(seeds), D): the latent ``model.sample_latents(1, ...)`` draws
     from ``torch.Generator().manual_seed(seed)``, so a seed names the same latent everywhere."""
     seeds = [seeds] if isinstance(seeds, int) else list(seeds)
-    if not seeds:
-        raise ValueError("give at least one seed")
+    if not 1 <= len(seeds) <= MAX_SEEDS:
+        raise ValueError(f"give from 1 to {MAX_SEEDS:,} seeds, got {len(seeds):,}")
     rows = [model.sample_latents(1, generator=torch.Generator().manual_seed(int(s)), truncation=truncation)
             for s in seeds]
     return torch.cat(rows)

@@ -31,13 +31,18 @@ def pca_2d(x: torch.Tensor) -> torch.Tensor:
     return coords.float()
 
 
+#: The most points a t-SNE map takes (scikit-learn's Barnes-Hut t-SNE: minutes on a CPU at this size).
+MAX_TSNE_POINTS = 10_000
+
+
 def tsne_2d(x: torch.Tensor, *, perplexity: float = 30.0, seed: int = 0) -> torch.Tensor:
-    """(N, D) -> (N, 2) t-SNE embedding (scikit-learn, PCA initialisation), perplexity capped for small N."""
+    """(N, D) -> (N, 2) t-SNE embedding (scikit-learn, PCA initialisation), perplexity capped for small N;
+    4 <= N <= :data:`MAX_TSNE_POINTS`."""
     from sklearn.manifold import TSNE
 
     n = x.shape[0]
-    if n < 4:
-        raise ValueError(f"t-SNE needs at least 4 points, got {n}")
+    if not 4 <= n <= MAX_TSNE_POINTS:
+        raise ValueError(f"t-SNE needs from 4 to {MAX_TSNE_POINTS:,} points, got {n:,} (PCA takes any number)")
     perplexity = float(min(perplexity, max(1.0, (n - 1) / 3)))
     tsne = TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed)
     return torch.from_numpy(tsne.fit_transform(x.double().numpy())).float()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 
 from atelier.creative.latent import as_model_images, fixed_labels, require_encoder, seed_latents
+from atelier.report.grid import MAX_GRID_IMAGES
 
 DEFAULT_VALUES = (-3.0, -2.25, -1.5, -0.75, 0.0, 0.75, 1.5, 2.25, 3.0)  # torch.linspace(-3, 3, 9)
 
@@ -81,6 +82,8 @@ def traverse(model, *, dims=None, values=None, base=None, base_image=None, label
         order_by_kl_data: VAE only: real images (uint8) whose mean per-dimension KL ranks the
             dimensions; ``order_by_kl_labels`` are their labels for a conditional VAE.
 
+    At most :data:`~atelier.report.grid.MAX_GRID_IMAGES` images (rows x columns) are drawn.
+
     Returns:
         (images (rows * columns, C, R, R) in [-1, 1], row by row; the dims used (one per row);
         info: ``values`` (columns,), ``base`` (D,), ``latents`` (rows * columns, D) and, when
@@ -100,6 +103,9 @@ def traverse(model, *, dims=None, values=None, base=None, base_image=None, label
     if dims is None:
         dims = info["kl_order"][:max_rows] if "kl_order" in info else list(range(min(d, max_rows)))
     dims = _check_dims(dims, d)
+    if len(dims) * values.numel() > MAX_GRID_IMAGES:
+        raise ValueError(f"a traversal of {len(dims)} dimensions x {values.numel()} values is "
+                         f"{len(dims) * values.numel():,} images; at most {MAX_GRID_IMAGES} (one grid) are drawn")
     labels_one = fixed_labels(model, label, 1)  # validates the label before any work
     base_z = _base_latent(model, base, base_image, label, seed)
 

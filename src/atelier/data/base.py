@@ -72,6 +72,12 @@ class Message:
         return iter(self.parts)
 
 
+class ConversionNote(UserWarning):
+    """The user's images were changed before use (resized, cropped, converted between grey and RGB) in a
+    way that affects the result; the message says what and why. Front ends show it to the user (the
+    CLI as a ``note:`` line), so a result is never silently computed on something else."""
+
+
 class DataError(ValueError):
     """Bad or missing data. The message names the file or setting at fault and what to do.
 

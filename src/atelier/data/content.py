@@ -14,6 +14,7 @@ import torch.nn.functional as F
 
 from atelier.data.base import Batch, DataError
 from atelier.data.images import read_image, scan_images
+from atelier.device import check_device
 
 _CACHE_BYTES = 512 * 2**20  # keep decoded content photos in memory up to this much
 _SHOWN = 5
@@ -34,7 +35,7 @@ class ContentSampler:
                  channels_last: bool = True) -> None:
         self.files, self.size, self.seed, self.crop_scale = list(files), size, seed, crop_scale
         self.batch_size, self.rank, self.world_size = batch_size, rank, world_size
-        self.device, self.channels_last = torch.device(device), channels_last
+        self.device, self.channels_last = check_device(device), channels_last
         self.steps_per_epoch = max(1, math.ceil(len(self.files) / (batch_size * world_size)))
         self.bad: set[Path] = set()
         self._cache: dict[Path, torch.Tensor] = {}

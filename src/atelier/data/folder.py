@@ -27,6 +27,7 @@ from tqdm import tqdm
 from atelier.data.base import DataError, ImageDataset, Message, Option
 from atelier.data.images import IMAGE_EXTENSIONS, MAX_PIXELS, decode_image, scan_images, strict_pil
 from atelier.data.resize import check_resolution
+from atelier.device import ensure_fits
 
 _SHOWN_FAILURES = 5
 
@@ -85,6 +86,9 @@ def load_folder(
     classes = sorted({c for r in every for p in listed[r] if (c := _class_name(r, p)) is not None}) if labelled else None
     index = {name: i for i, name in enumerate(classes or [])}
 
+    # each image decoded at the resolution, then copied into one array: twice the final size at the peak
+    ensure_fits(2 * len(files) * 3 * resolution * resolution,
+                f"{len(files):,} images of {resolution}x{resolution} from {root}", advice="Choose a smaller resolution")
     arrays: list[np.ndarray] = []
     labels: list[int] = []
     failures: list[tuple[Path, str]] = []

@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from atelier.data.base import DataError
+from atelier.device import ensure_fits
 
 #: Images resized per interpolate call, bounding the float32 working memory (2048 x 3 x 256 x 256 x 4 B = 1.6 GB).
 RESIZE_CHUNK = 2048
@@ -36,6 +37,9 @@ def resize_square(images: torch.Tensor, resolution: int, *, scale: float = 1.0) 
     n, c, h, w = images.shape
     if (h, w) == (resolution, resolution) and scale == 1.0:
         return images.contiguous()
+    work = min(n, RESIZE_CHUNK) * c * (h * w + resolution * resolution) * 4  # one chunk in float32
+    ensure_fits(n * c * resolution * resolution + work, f"{n:,} images of {resolution}x{resolution}",
+                advice="Choose a smaller resolution")
     out = torch.empty((n, c, resolution, resolution), dtype=torch.uint8)
     for start in range(0, n, RESIZE_CHUNK):
         chunk = images[start : start + RESIZE_CHUNK].float()  # (n', C, H, W) float32

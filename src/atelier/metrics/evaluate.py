@@ -14,12 +14,16 @@ from __future__ import annotations
 
 import datetime
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
+from typing import Annotated, Literal
 
+import annotated_types as at
 import torch
 
+from atelier.config import Config, NonNegative, Seed
 from atelier.data import DataError, load_dataset
-from atelier.data.base import Message, Option
+from atelier.data.base import ConversionNote, Message, Option
 from atelier.data.resize import convert_channels, resize_square
 from atelier.metrics.c2st import classifier_two_sample_test
 from atelier.metrics.extractors import default_extractor, load_extractor
@@ -29,6 +33,7 @@ from atelier.metrics.kid import kernel_inception_distance
 from atelier.metrics.manifold import manifold_metrics
 from atelier.metrics.memorisation import NoveltyResult, novelty
 from atelier.metrics.reference import compute_reference
+from atelier.signals import ShouldStop, check_stop
 
 #: Metric groups; ``EvalConfig.metrics`` picks among them.
 METRIC_GROUPS = ("fid", "kid", "is", "pr", "c2st", "novelty")
@@ -36,44 +41,45 @@ METRIC_GROUPS = ("fid", "kid", "is", "pr", "c2st", "novelty")
 METRIC_KEYS = ("fid", "kid_mean", "kid_std", "is", "is_std", "precision", "recall", "density", "coverage",
                "c2st_accuracy", "c2st_p_value", "near_copy_fraction", "memorisation_ratio")
 
+#: The most samples one evaluation draws (and real images it compares with): 200,000 64 px RGB images
+#: take 2.5 GB, and their features several more.
+MAX_EVAL_N = 200_000
+Neighbours = Annotated[int, at.Interval(ge=1, le=1000)]  # k of a nearest-neighbour metric
+
 
 @dataclass
-class EvalConfig:
+class EvalConfig(Config):
     """How to evaluate; saved in every result's provenance."""
 
     data: str | None = None  # the real data: digits | mnist | folder:PATH (None: a run's own data)
     data_dir: str | None = None
     split: str = "test"  # real split compared against
-    n: int = 10000  # generated samples to draw, and the most real samples used
-    seed: int = 0  # sampling, real subset, KID subsets, C2ST split
+    n: Annotated[int, at.Interval(ge=10, le=MAX_EVAL_N)] = 10000  # generated samples to draw, and the most real samples used
+    seed: Seed = 0  # sampling, real subset, KID subsets, C2ST split
     extractor: str | None = None  # default: mnist-cnn / digits-cnn for those datasets, else inception-v3
     inception_weights: str | None = None
     resize: str | None = None  # inception-v3 resize mode (default tf-bilinear)
     verify_weights: bool = True  # check the InceptionV3 file's SHA-256 (off for deliberately other weights)
     metrics: tuple[str, ...] = METRIC_GROUPS
-    kid_subsets: int = 100
-    kid_subset_size: int = 1000
-    k: int = 3  # precision/recall neighbours
-    k_density: int = 5  # density/coverage neighbours
-    is_splits: int = 10
-    c2st_space: str = "features"  # features | pixels
-    copy_quantile: float = 0.01  # near-copy threshold: this quantile of real images' own NN distances
-    copy_threshold: float | None = None  # or a fixed RMS pixel distance
-    batch_size: int = 500
+    kid_subsets: Annotated[int, at.Interval(ge=1, le=10_000)] = 100
+    kid_subset_size: Annotated[int, at.Interval(ge=2, le=MAX_EVAL_N)] = 1000
+    k: Neighbours = 3  # precision/recall neighbours
+    k_density: Neighbours = 5  # density/coverage neighbours
+    is_splits: Annotated[int, at.Interval(ge=1, le=1000)] = 10
+    c2st_space: Literal["features", "pixels"] = "features"  # features | pixels
+    copy_quantile: Annotated[float, at.Interval(gt=0.0, lt=1.0)] = 0.01  # near-copy threshold: this quantile of real images' own NN distances
+    copy_threshold: NonNegative | None = None  # or a fixed RMS pixel distance
+    batch_size: Annotated[int, at.Interval(ge=1, le=2**16)] = 500
     device: str = "cpu"
     cache: bool = True  # cache reference statistics
 
     def __post_init__(self) -> None:
-        self.metrics = tuple(self.metrics)
+        super().__post_init__()
         unknown = set(self.metrics) - set(METRIC_GROUPS)
         if unknown:
             raise ValueError(f"unknown metrics {sorted(unknown)}; choose from {', '.join(METRIC_GROUPS)}")
-        if self.c2st_space not in ("features", "pixels"):
-            raise ValueError(f"c2st_space must be 'features' or 'pixels', got {self.c2st_space!r}")
         if self.data is not None and not self.data:
             raise ValueError("data must name a dataset")
-        if self.n < 10:
-            raise ValueError(f"n must be at least 10, got {self.n}")
 
 
 @dataclass
@@ -100,22 +106,36 @@ class EvalResult:
         return "\n".join(lines)
 
 
-class Evaluator:
-    """Holds the extractor and the real reference for one dataset, resolution and channel count."""
+def _looks(size: tuple[int, int], channels: int) -> str:
+    """(height, width) and a channel count in words: "32x32 RGB", "28x28 grey"."""
+    return f"{size[1]}x{size[0]} {'grey' if channels == 1 else 'RGB'}"
 
-    def __init__(self, cfg: EvalConfig, *, resolution: int, channels: int | None = None, progress: bool = True) -> None:
+
+class Evaluator:
+    """Holds the extractor and the real reference for one dataset, resolution and channel count.
+
+    ``should_stop`` (e.g. an :class:`atelier.signals.StopRequest`) is asked between batches of feature
+    extraction and between metrics; True raises :class:`atelier.signals.Stopped` and nothing is
+    returned (a reference computed completely is still cached).
+    """
+
+    def __init__(self, cfg: EvalConfig, *, resolution: int, channels: int | None = None, progress: bool = True,
+                 should_stop: ShouldStop | None = None) -> None:
         if cfg.data is None:
             raise DataError(Message("say which real data to compare against (", Option("data", "EvalConfig.data"),
                                     ", e.g. 'mnist')"))
-        self.cfg, self.progress = cfg, progress
+        self.cfg, self.progress, self.should_stop = cfg, progress, should_stop
         t0 = time.perf_counter()
         self.real = load_dataset(cfg.data, resolution=resolution, split=cfg.split, data_dir=cfg.data_dir,
                                  channels=channels, progress=progress)
+        check_stop(should_stop, "after loading the real data")
         self.extractor = load_extractor(cfg.extractor or default_extractor(cfg.data), device=cfg.device,
                                         data_dir=cfg.data_dir, inception_weights=cfg.inception_weights,
                                         resize=cfg.resize, verify=cfg.verify_weights, progress=progress)
+        check_stop(should_stop, "after loading the extractor")
         self.reference = compute_reference(self.real, self.extractor, split=cfg.split, n=cfg.n, seed=cfg.seed,
-                                           cache=cfg.cache, batch_size=cfg.batch_size, progress=progress)
+                                           cache=cfg.cache, batch_size=cfg.batch_size, progress=progress,
+                                           should_stop=should_stop)
         self.setup_seconds = time.perf_counter() - t0
         self._train: torch.Tensor | None = None
 
@@ -134,21 +154,48 @@ class Evaluator:
                                        data_dir=self.cfg.data_dir, channels=self.channels, progress=self.progress).images
         return self._train
 
+    def reference_conversion(self) -> list[str]:
+        """How the real data was changed from its natural form to this evaluator's size and channels."""
+        meta, notes = self.real.meta, []
+        natural = meta.get("natural_channels")
+        if natural is not None and natural != self.channels:
+            notes.append(f"channels {natural} -> {self.channels}")
+        original = meta.get("original_resolution")
+        if original and original != self.resolution:
+            notes.append(f"resized {original}x{original} -> {self.resolution}x{self.resolution}")
+        return notes
+
     def conform(self, images: torch.Tensor) -> tuple[torch.Tensor, list[str]]:
-        """Bring generated images to the real data's size and channels; say what was changed."""
+        """Bring generated images to the real data's size and channels; say what was changed (in the
+        returned notes, which go into the provenance, and in a :class:`ConversionNote` warning, which
+        the CLI prints as a ``note:`` line)."""
         if images.dtype != torch.uint8 or images.dim() != 4:
             raise DataError(f"generated images must be uint8 (N, C, H, W), got {images.dtype} {tuple(images.shape)}")
-        notes = []
+        notes, done = [], []
+        before = _looks(tuple(images.shape[-2:]), images.shape[1])
+        target = (self.resolution, self.resolution)
+        if images.shape[-2:] != target:
+            done.append(f"resized to {_looks(target, self.channels).split()[0]}")
         if images.shape[1] != self.channels:
             notes.append(f"channels {images.shape[1]} -> {self.channels}")
+            done.append(f"converted to {'grey' if self.channels == 1 else 'RGB'}")
             images = convert_channels(images, self.channels)
-        if images.shape[-2:] != (self.resolution, self.resolution):
+        if images.shape[-2:] != target:
             notes.append(f"resized {images.shape[-2]}x{images.shape[-1]} -> {self.resolution}x{self.resolution}")
             images = resize_square(images, self.resolution)
+        if done:
+            warnings.warn(ConversionNote(
+                f"samples are {before}, the reference ({self.real.name}) is {_looks(target, self.channels)}: "
+                f"{' and '.join(done)} before scoring"), stacklevel=3)
         return images, notes
 
-    def evaluate(self, images: torch.Tensor, *, metrics: tuple[str, ...] | None = None, source: str = "") -> EvalResult:
+    def evaluate(self, images: torch.Tensor, *, metrics: tuple[str, ...] | None = None, source: str = "",
+                 should_stop: ShouldStop | None = None) -> EvalResult:
+        """Every metric of ``metrics`` (default: the config's) for uint8 (N, C, H, W) ``images``.
+        ``should_stop`` (default: the evaluator's) is asked between batches and metrics; True raises
+        :class:`atelier.signals.Stopped`."""
         cfg, ref = self.cfg, self.reference
+        should_stop = should_stop if should_stop is not None else self.should_stop
         groups = tuple(metrics or cfg.metrics)
         images, notes = self.conform(images)
         if images.shape[0] < 10:
@@ -161,8 +208,9 @@ class Evaluator:
             now = time.perf_counter()
             timings[name] = now - clock
             clock = now
+            check_stop(should_stop, f"after {name}")
 
-        fake = self.extractor(images, batch_size=cfg.batch_size, progress=self.progress)
+        fake = self.extractor(images, batch_size=cfg.batch_size, progress=self.progress, should_stop=should_stop)
         if not torch.isfinite(fake.features).all():
             raise DataError("the extractor produced NaN/inf features for the generated images")
         lap("features")
@@ -215,7 +263,7 @@ class Evaluator:
             "n_real": meta["n"], "n_fake": n_fake, "seed": cfg.seed,
             "resolution": self.resolution, "channels": self.channels,
             "real_images_sha256": meta["images_sha256"], "reference_cached": self.reference.cached,
-            "source": source, "generated_conversion": notes,
+            "source": source, "generated_conversion": notes, "reference_conversion": self.reference_conversion(),
             "metrics": list(groups),
             "atelier_version": __version__, "torch_version": torch.__version__,
             "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -238,26 +286,49 @@ class Evaluator:
         return prov
 
 
-def evaluate_images(images: torch.Tensor, cfg: EvalConfig, *, progress: bool = True, source: str = "") -> EvalResult:
+def evaluate_images(images: torch.Tensor, cfg: EvalConfig, *, progress: bool = True, source: str = "",
+                    should_stop: ShouldStop | None = None) -> EvalResult:
     """One-shot: build an evaluator at the images' resolution and channels, and evaluate them."""
-    ev = Evaluator(cfg, resolution=images.shape[-1], channels=images.shape[1], progress=progress)
+    ev = Evaluator(cfg, resolution=images.shape[-1], channels=images.shape[1], progress=progress,
+                   should_stop=should_stop)
+    _say_reference_changed(ev, images)
     return ev.evaluate(images, source=source)
 
 
-def evaluate_source(source: str, cfg: EvalConfig, *, progress: bool = True) -> EvalResult:
+def _say_reference_changed(ev: Evaluator, images: torch.Tensor) -> None:
+    """A :class:`ConversionNote` when the real data was converted between grey and RGB to match the
+    given images. (Bringing it to their resolution is how every loader presents a dataset at a size,
+    for training too, so that is only recorded in the provenance.)"""
+    natural = ev.real.meta.get("natural_channels")
+    if natural is not None and natural != ev.channels:
+        warnings.warn(ConversionNote(
+            f"samples are {_looks(tuple(images.shape[-2:]), images.shape[1])}, the reference ({ev.real.name}) is "
+            f"{'grey' if natural == 1 else 'RGB'}: the reference was converted to "
+            f"{'grey' if ev.channels == 1 else 'RGB'} to match them before scoring"), stacklevel=3)
+
+
+def evaluate_source(source: str, cfg: EvalConfig, *, progress: bool = True,
+                    should_stop: ShouldStop | None = None) -> EvalResult:
     """Evaluate a run directory (sampled here), an ``.npz`` or an image folder (see
     :func:`atelier.metrics.sources.load_generated`). A run's own data config fills in ``data`` and
-    ``data_dir`` when they are not given, and sets the resolution and channels."""
+    ``data_dir`` when they are not given, and sets the resolution and channels; for an ``.npz`` or a
+    folder the real data is brought to the images' size and channels (a :class:`ConversionNote` says so
+    when that converts it between grey and RGB). ``should_stop`` is asked between the stages, batches and metrics; True raises
+    :class:`atelier.signals.Stopped` (nothing is returned or written)."""
     from dataclasses import replace
 
     from atelier.metrics.sources import load_generated
 
     generated = load_generated(source, n=cfg.n, seed=cfg.seed)
+    check_stop(should_stop, "after loading the generated images")
     run_data = generated.run_config.get("data", {})
     if cfg.data is None:
         if not run_data:
             raise DataError(Message(f"{source}: say which real data to compare against (",
                                     Option("data", "EvalConfig.data"), ": mnist | digits | folder:PATH)"))
         cfg = replace(cfg, data=run_data["name"], data_dir=cfg.data_dir or run_data.get("data_dir"))
-    ev = Evaluator(cfg, resolution=generated.images.shape[-1], channels=generated.images.shape[1], progress=progress)
+    ev = Evaluator(cfg, resolution=generated.images.shape[-1], channels=generated.images.shape[1], progress=progress,
+                   should_stop=should_stop)
+    if generated.kind != "model":  # a model's samples are compared with the data it was trained on, as trained
+        _say_reference_changed(ev, generated.images)
     return ev.evaluate(generated.images, source=str(source))

@@ -23,6 +23,8 @@ from tqdm.auto import tqdm
 
 from atelier.data import DataError
 from atelier.data.resize import convert_channels
+from atelier.device import check_device
+from atelier.signals import ShouldStop, check_stop
 
 #: The extractor used by default for each dataset family; anything else gets InceptionV3.
 DEFAULT_EXTRACTORS = {"mnist": "mnist-cnn", "digits": "digits-cnn"}
@@ -52,18 +54,22 @@ class FeatureExtractor:
     feature_dim: int = 0
 
     def __init__(self, device: str | torch.device = "cpu") -> None:
-        self.device = torch.device(device)
+        self.device = check_device(device)
 
     def _forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         raise NotImplementedError
 
-    def __call__(self, images: torch.Tensor, *, batch_size: int = 500, progress: bool = False) -> ExtractedFeatures:
+    def __call__(self, images: torch.Tensor, *, batch_size: int = 500, progress: bool = False,
+                 should_stop: ShouldStop | None = None) -> ExtractedFeatures:
+        """Features of uint8 (N, C, H, W) images; ``should_stop`` is asked before each batch and True
+        raises :class:`atelier.signals.Stopped`."""
         if images.dtype != torch.uint8 or images.dim() != 4:
             raise ValueError(f"extractors take uint8 (N, C, H, W) images, got {images.dtype} {tuple(images.shape)}")
         feats, logits = [], []
         with torch.inference_mode():
             for i in tqdm(range(0, images.shape[0], batch_size), desc=f"features ({self.name})", leave=False,
                           disable=not progress):
+                check_stop(should_stop, f"extracting {self.name} features")
                 f, lg = self._forward(images[i : i + batch_size].to(self.device))
                 feats.append(f.float().cpu())
                 if lg is not None:

@@ -22,6 +22,7 @@ from atelier.data import ImageDataset, cache_dir
 from atelier.metrics.extractors import FeatureExtractor
 from atelier.metrics.frechet import FeatureStats, feature_stats
 from atelier.metrics.knn import kth_neighbour_sq_dist
+from atelier.signals import ShouldStop
 
 #: k of the precision/recall and of the density/coverage radii kept with the reference.
 RADII_KS = (3, 5)
@@ -57,9 +58,12 @@ def reference_path(meta: dict) -> Path:
 
 
 def compute_reference(data: ImageDataset, extractor: FeatureExtractor, *, split: str, n: int | None = None,
-                      seed: int = 0, cache: bool = True, batch_size: int = 500, progress: bool = False) -> Reference:
+                      seed: int = 0, cache: bool = True, batch_size: int = 500, progress: bool = False,
+                      should_stop: ShouldStop | None = None) -> Reference:
     """Features, statistics and radii of ``n`` images of ``data`` (a seeded subset), from the cache
-    when an entry with the same key exists, else computed and (with ``cache``) stored atomically."""
+    when an entry with the same key exists, else computed and (with ``cache``) stored atomically.
+    ``should_stop`` is asked between batches; True raises :class:`atelier.signals.Stopped` before
+    anything is cached."""
     from atelier.io import atomic_write_json, load_tensors, save_tensors
 
     images = select_images(data, n, seed)
@@ -79,7 +83,7 @@ def compute_reference(data: ImageDataset, extractor: FeatureExtractor, *, split:
             return Reference(images, t["features"], t.get("logits"), stats, radii, meta, cached=True)
         except (ValueError, KeyError) as exc:  # a damaged cache entry is recomputed, never trusted
             warnings.warn(f"{path}: unreadable reference statistics ({exc}); computing them again")
-    out = extractor(images, batch_size=batch_size, progress=progress)
+    out = extractor(images, batch_size=batch_size, progress=progress, should_stop=should_stop)
     stats = feature_stats(out.features)
     radii = kth_neighbour_sq_dist(out.features, RADII_KS)
     if cache:

@@ -7,6 +7,7 @@ saved data config then tells the evaluator which real data it was trained on.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -14,6 +15,7 @@ import numpy as np
 import torch
 
 from atelier.data import DataError
+from atelier.data.base import ConversionNote
 
 
 @dataclass
@@ -46,6 +48,8 @@ def images_from_array(array: np.ndarray, source: str = "array") -> torch.Tensor:
     if a.shape[0] == 0:
         raise DataError(f"{source}: the image array is empty")
     if a.shape[1] == 4:
+        warnings.warn(ConversionNote(f"{source}: the images have an alpha channel; it was dropped and their RGB "
+                                     f"channels are scored"), stacklevel=2)
         a = a[:, :3]
     if a.dtype == np.uint8:
         return torch.from_numpy(np.ascontiguousarray(a))
@@ -78,10 +82,10 @@ def _from_folder(path: Path, n: int | None, resolution: int | None) -> Generated
     from atelier.data.folder import load_folder
     from atelier.data.images import image_size, scan_images
 
+    files = scan_images(path)
+    if not files:
+        raise DataError(f"{path}: no images found (PNG, JPEG, WebP or BMP)")
     if resolution is None:  # keep the images' own size: that of the first readable one
-        files = scan_images(path)
-        if not files:
-            raise DataError(f"{path}: no images found (PNG, JPEG, WebP or BMP)")
         problems = []
         for file in files:
             try:
@@ -98,8 +102,33 @@ def _from_folder(path: Path, n: int | None, resolution: int | None) -> Generated
                             f"{MAX_FOLDER_BYTES / 2**30:.0f} GiB); evaluate fewer images (n) or smaller ones")
     data = load_folder(path, resolution=resolution, split="all" if (path / "train").is_dir() else "train",
                        progress=False)
+    _say_resized(path, files, resolution)
     images = data.images[:n] if n else data.images
     return GeneratedSet(images, None, str(path), "folder")
+
+
+def _say_resized(path: Path, files: list[Path], resolution: int) -> None:
+    """A :class:`ConversionNote` when some images of the folder are not ``resolution`` square (so the
+    loader resized and centre-cropped them); sizes come from the headers (unreadable files are named
+    by the loader)."""
+    from atelier.data.images import image_size
+
+    odd, readable, example = 0, 0, ""
+    for file in files:
+        try:
+            w, h = image_size(file)
+        except DataError:
+            continue
+        readable += 1
+        if (w, h) != (resolution, resolution):
+            odd += 1
+            example = example or f"{file.relative_to(path)} is {w}x{h}"
+    if odd:
+        warnings.warn(ConversionNote(
+            f"{path}: {odd} of the {readable} images {'is' if odd == 1 else 'are'} not {resolution}x{resolution} "
+            f"(e.g. {example}): resized "
+            f"so the shorter side is {resolution} and centre-cropped to {resolution}x{resolution} before scoring"),
+            stacklevel=4)  # the caller of load_generated
 
 
 def _from_model(path: Path, n: int, seed: int) -> GeneratedSet:

@@ -24,10 +24,13 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
+from typing import Annotated, Literal
 
+import annotated_types as at
 import torch
 from torch import nn
 
+from atelier.config import Config, NonNegative, Width
 from atelier.models.layers import ResidualBlock, conv_norm_relu, dcgan_init, norm2d
 from atelier.models.pretrained import PretrainedMixin
 from atelier.models.registry import register_model
@@ -44,26 +47,20 @@ def patch_receptive_field(d_layers: int) -> int:
 
 
 @dataclass
-class CycleGANConfig:
-    resolution: int = 28
-    channels_a: int = 1
-    channels_b: int = 1
-    g_width: int = 32  # generator channels at full resolution (the paper's ngf: 64)
-    d_width: int = 32  # discriminator channels of the first layer (the paper's ndf: 64)
-    n_downsampling: int | None = None  # None: 2 when the resolution allows it (28, 32, ...), else 1 or 0
-    n_blocks: int | None = None  # residual blocks; None: 9 at >= 256 px, 6 at >= 128 px, else 4
-    d_layers: int | None = None  # PatchGAN stride-2 layers; None: 1 below 64 px, 2 below 128 px, else 3
-    lambda_cycle: float = 10.0  # weight of the cycle-consistency L1 loss (the paper's lambda)
-    lambda_identity: float = 0.5  # identity L1 weight as a fraction of lambda_cycle (0: off)
+class CycleGANConfig(Config):
+    resolution: Annotated[int, at.Interval(ge=8, le=4096)] = 28
+    channels_a: Literal[1, 3] = 1
+    channels_b: Literal[1, 3] = 1
+    g_width: Width = 32  # generator channels at full resolution (the paper's ngf: 64)
+    d_width: Width = 32  # discriminator channels of the first layer (the paper's ndf: 64)
+    n_downsampling: Annotated[int, at.Interval(ge=0, le=10)] | None = None  # None: 2 when the resolution allows it (28, 32, ...), else 1 or 0
+    n_blocks: Annotated[int, at.Interval(ge=0, le=256)] | None = None  # residual blocks; None: 9 at >= 256 px, 6 at >= 128 px, else 4
+    d_layers: Annotated[int, at.Interval(ge=0, le=10)] | None = None  # PatchGAN stride-2 layers; None: 1 below 64 px, 2 below 128 px, else 3
+    lambda_cycle: NonNegative = 10.0  # weight of the cycle-consistency L1 loss (the paper's lambda)
+    lambda_identity: NonNegative = 0.5  # identity L1 weight as a fraction of lambda_cycle (0: off)
 
     def __post_init__(self) -> None:
-        if self.resolution < 8:
-            raise ValueError(f"resolution must be at least 8, got {self.resolution}")
-        for name in ("channels_a", "channels_b"):
-            if getattr(self, name) not in (1, 3):
-                raise ValueError(f"{name} must be 1 or 3, got {getattr(self, name)}")
-        if self.g_width < 1 or self.d_width < 1:
-            raise ValueError(f"g_width and d_width must be positive, got {self.g_width}, {self.d_width}")
+        super().__post_init__()
         # Resolve the automatic choices, so the saved config names the architecture that was built.
         if self.n_downsampling is None:
             self.n_downsampling = next(n for n in (2, 1, 0)
@@ -152,6 +149,11 @@ class CycleGAN(PretrainedMixin, nn.Module):
             return self.g_ab_ema if use_ema else self.g_ab
         return self.g_ba_ema if use_ema else self.g_ba
 
+    @property
+    def min_size(self) -> int:
+        """The smallest side the generators take: the reflection paddings need 4 pixels at every scale."""
+        return 4 * 2**self.config.n_downsampling
+
     def input_channels(self, direction: str) -> int:
         return self.config.channels_a if direction == "a2b" else self.config.channels_b
 
@@ -170,6 +172,9 @@ class CycleGAN(PretrainedMixin, nn.Module):
             raise ValueError(f"{direction} takes images of shape (N, {c_in}, H, W), got {tuple(x.shape)}")
         if x.shape[-1] % factor or x.shape[-2] % factor:
             raise ValueError(f"image size {tuple(x.shape[-2:])} must be divisible by {factor}")
+        if min(x.shape[-2:]) < self.min_size:  # the 7x7 reflection padding needs more than 3 pixels a side
+            raise ValueError(f"image size {tuple(x.shape[-2:])} is too small for this model: at least "
+                             f"{self.min_size} pixels a side")
         was_training = net.training
         net.eval()
         device = next(net.parameters()).device

@@ -10,43 +10,37 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from typing import Literal
+from typing import Annotated, Literal
 
+import annotated_types as at
 import torch
 from torch import nn
 
+from atelier.config import Config, Width
 from atelier.models.latents import normal_latents
-from atelier.models.layers import NORMS, dcgan_init, down_block, maybe_spectral, norm2d, start_size, up_block
+from atelier.models.layers import dcgan_init, down_block, maybe_spectral, norm2d, start_size, up_block
 from atelier.models.pretrained import PretrainedMixin
 from atelier.models.registry import register_model
 
-LOSSES = ("nonsaturating", "hinge")
 
 
 @dataclass
-class GANConfig:
-    resolution: int = 28
-    channels: int = 1
-    latent_dim: int = 128
-    g_width: int = 64  # generator channels at the last hidden layer (DCGAN's ngf)
-    d_width: int = 64  # discriminator channels at the first layer (DCGAN's ndf)
-    max_width_mult: int = 8  # cap on the width multiplier at low resolutions
-    num_classes: int = 0  # 0: unconditional
-    class_embed_dim: int = 64  # size of the generator's label embedding (conditional only)
+class GANConfig(Config):
+    resolution: Annotated[int, at.Interval(ge=4, le=4096)] = 28
+    channels: Literal[1, 3] = 1
+    latent_dim: Width = 128
+    g_width: Width = 64  # generator channels at the last hidden layer (DCGAN's ngf)
+    d_width: Width = 64  # discriminator channels at the first layer (DCGAN's ndf)
+    max_width_mult: Annotated[int, at.Interval(ge=1, le=1024)] = 8  # cap on the width multiplier at low resolutions
+    num_classes: Annotated[int, at.Interval(ge=0, le=10**6)] = 0  # 0: unconditional
+    class_embed_dim: Width = 64  # size of the generator's label embedding (conditional only)
     g_norm: Literal["batch", "none"] = "batch"  # batch | none
     d_norm: Literal["batch", "spectral", "none"] = "batch"  # batch | spectral | none
     loss: Literal["nonsaturating", "hinge"] = "nonsaturating"  # nonsaturating (the BCE of DCGAN) | hinge
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         start_size(self.resolution)  # validates the resolution
-        if self.channels not in (1, 3):
-            raise ValueError(f"channels must be 1 or 3, got {self.channels}")
-        if self.g_norm not in ("batch", "none"):
-            raise ValueError(f"g_norm must be 'batch' or 'none', got {self.g_norm!r}")
-        if self.d_norm not in NORMS:
-            raise ValueError(f"d_norm must be one of {NORMS}, got {self.d_norm!r}")
-        if self.loss not in LOSSES:
-            raise ValueError(f"loss must be one of {LOSSES}, got {self.loss!r}")
 
     def widths(self, base: int) -> list[int]:
         """Channels per stage from the smallest feature map to the largest: [8b, 4b, 2b, b] at 64 px."""

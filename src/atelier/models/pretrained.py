@@ -6,6 +6,11 @@ A model directory holds ``config.json`` (its family, registry name and config da
 checkpoints, and then loads the newest checkpoint. The model classes themselves stay free of file
 handling: this mixin is the only place that knows the on-disk layout.
 
+Loading checks the weights: a tensor holding NaN or +-inf (a run that diverged, a damaged file) is
+named with its count, by a :class:`NonFiniteWeightsWarning` or, with ``allow_nonfinite=False`` (what
+the pipeline façade and the CLI use), a :class:`NonFiniteWeightsError`: such a model samples black or
+meaningless images, which must never pass without a word.
+
 Every class that mixes this in and names a ``family`` is known to :func:`load_pretrained` by that name
 (and by its ``family_aliases``, names older versions saved) as soon as its module is imported: a new
 family needs no table edited here.
@@ -14,13 +19,18 @@ family needs no table edited here.
 from __future__ import annotations
 
 import dataclasses
+import warnings
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
 import torch
 
 from atelier.config import environment, from_dict
-from atelier.io import atomic_write_json, load_json, load_tensors, save_tensors
+from atelier.data.base import DataError, Message, Option
+from atelier.device import check_device, ensure_fits, format_bytes
+from atelier.io import FileFormatError, atomic_write_json, load_json, load_tensors, save_tensors
+from atelier.models.registry import built_size
 
 M = TypeVar("M", bound="PretrainedMixin")
 #: The file in a ``checkpoints`` directory naming its newest complete checkpoint.
@@ -49,7 +59,59 @@ def resolve_pretrained(path: str | Path) -> tuple[Path, dict[str, Any]]:
     ckpt = latest_checkpoint(path)
     if ckpt is None:
         raise FileNotFoundError(f"{path}: no model.safetensors here nor a checkpoint under {path}/checkpoints")
-    return ckpt, load_json(ckpt / "config.json")
+    config = load_json(ckpt / "config.json")
+    model = config.get("model") if isinstance(config, dict) else None
+    if not isinstance(model, dict) or not isinstance(model.get("family"), str) \
+            or not isinstance(model.get("config"), dict):
+        raise FileFormatError(f"{ckpt / 'config.json'}: not an Atelier model config (it needs a \"model\" object "
+                              "with a \"family\" name and a \"config\" object)")
+    return ckpt, config
+
+
+class NonFiniteWeightsError(DataError):
+    """A saved model's weights hold NaN or +-inf; the message names the tensors and counts."""
+
+
+class NonFiniteWeightsWarning(UserWarning):
+    """A model whose weights hold NaN or +-inf was loaded anyway (``allow_nonfinite=True``)."""
+
+
+def nonfinite_tensors(tensors: Mapping[str, torch.Tensor] | torch.nn.Module) -> dict[str, tuple[int, int]]:
+    """{name: (values that are NaN or +-inf, all values)} of the floating-point tensors (or a module's
+    parameters and buffers) that hold any; empty when all are finite."""
+    if isinstance(tensors, torch.nn.Module):
+        tensors = {**dict(tensors.named_parameters()), **dict(tensors.named_buffers())}
+    found = {}
+    for name, t in tensors.items():
+        if torch.is_tensor(t) and (t.is_floating_point() or t.is_complex()):
+            bad = int((~torch.isfinite(t.detach())).sum())
+            if bad:
+                found[name] = (bad, t.numel())
+    return found
+
+
+def nonfinite_message(where: str | Path, found: Mapping[str, tuple[int, int]], *, shown: int = 5) -> str:
+    """"FILE: weights hold NaN/Inf in 2 tensors: a.weight (3 of 64 values), ..." for :func:`nonfinite_tensors`."""
+    names = sorted(found)
+    listed = ", ".join(f"{name} ({found[name][0]:,} of {found[name][1]:,} values)" for name in names[:shown])
+    more = f" and {len(names) - shown} more" if len(names) > shown else ""
+    return (f"{where}: the weights hold NaN or infinite values in {len(names)} tensor{'s' * (len(names) != 1)}: "
+            f"{listed}{more}; samples from it would be black or meaningless")
+
+
+def check_finite_weights(tensors: Mapping[str, torch.Tensor] | torch.nn.Module, where: str | Path, *,
+                         allow_nonfinite: bool) -> dict[str, tuple[int, int]]:
+    """Name the tensors holding NaN/inf: a :class:`NonFiniteWeightsWarning` with ``allow_nonfinite``,
+    else a :class:`NonFiniteWeightsError`. Returns :func:`nonfinite_tensors` (empty if all finite)."""
+    found = nonfinite_tensors(tensors)
+    if found:
+        text = nonfinite_message(where, found)
+        if not allow_nonfinite:
+            raise NonFiniteWeightsError(Message(text, ". Resume or sample from an earlier checkpoint, or pass ",
+                                                Option("allow_nonfinite", "allow_nonfinite=True"),
+                                                " to use it anyway"))
+        warnings.warn(text, NonFiniteWeightsWarning, stacklevel=3)
+    return found
 
 
 _MODEL_CLASSES: dict[str, type] = {}
@@ -65,15 +127,18 @@ def model_class(family: str) -> type:
     return _MODEL_CLASSES[family]
 
 
-def load_pretrained(path: str | Path, *, map_location: str | torch.device = "cpu") -> Any:
-    """Load any saved model (run directory, checkpoint or model directory), whatever its family."""
+def load_pretrained(path: str | Path, *, map_location: str | torch.device = "cpu",
+                    allow_nonfinite: bool = True) -> Any:
+    """Load any saved model (run directory, checkpoint or model directory), whatever its family.
+
+    Weights holding NaN or +-inf are named by a :class:`NonFiniteWeightsWarning`, or refused with a
+    :class:`NonFiniteWeightsError` when ``allow_nonfinite=False``."""
     ckpt, config = resolve_pretrained(path)
-    family = config.get("model", {}).get("family") if isinstance(config, dict) else None
     try:
-        cls = model_class(str(family))
+        cls = model_class(config["model"]["family"])
     except ValueError as exc:
         raise ValueError(f"{ckpt}: {exc}") from None
-    return cls.from_pretrained(ckpt, map_location=map_location)
+    return cls.from_pretrained(ckpt, map_location=map_location, allow_nonfinite=allow_nonfinite)
 
 
 class PretrainedMixin:
@@ -100,13 +165,26 @@ class PretrainedMixin:
         return directory
 
     @classmethod
-    def from_pretrained(cls: type[M], path: str | Path, *, map_location: str | torch.device = "cpu") -> M:
+    def from_pretrained(cls: type[M], path: str | Path, *, map_location: str | torch.device = "cpu",
+                        allow_nonfinite: bool = True) -> M:
+        """The saved model in ``path``; NaN/inf weights warn, or raise with ``allow_nonfinite=False``
+        (see :func:`check_finite_weights`)."""
+        map_location = check_device(map_location)  # "0" or a GPU this machine lacks: a message, not a RuntimeError
         ckpt, config = resolve_pretrained(path)
         model_cfg = config.get("model", {})
         if model_cfg.get("family") not in (cls.family, *cls.family_aliases):
             raise ValueError(f"{ckpt}: holds a {model_cfg.get('family')!r} model, not a {cls.family!r} one")
-        model = cls(from_dict(cls.config_class, model_cfg["config"]))  # type: ignore[call-arg]
-        state = load_tensors(ckpt / "model.safetensors", what="model weights")
+        model_config = from_dict(cls.config_class, model_cfg["config"])
+        # A config.json is user data: the model it describes is sized before it is built, so a hostile or
+        # damaged one cannot make us allocate more than the machine has, nor more than the weights file holds.
+        count, nbytes = built_size(cls, model_config)
+        ensure_fits(nbytes, f"{ckpt}: the model its config describes ({count:,} parameters)")
+        weights = ckpt / "model.safetensors"
+        if weights.is_file() and nbytes > 1.01 * weights.stat().st_size + 2**20:
+            raise FileFormatError(f"{ckpt / 'config.json'} describes a model of {format_bytes(nbytes)} but "
+                                  f"{weights} holds {format_bytes(weights.stat().st_size)}: they do not belong together")
+        model = cls(model_config)  # type: ignore[call-arg]
+        state = load_tensors(weights, what="model weights")
         try:
             missing, unexpected = model.load_state_dict(state, strict=False)  # type: ignore[attr-defined]
         except RuntimeError as exc:  # shape mismatches raise even with strict=False
@@ -116,4 +194,5 @@ class PretrainedMixin:
                 f"{ckpt / 'model.safetensors'} does not match the config: missing {missing[:5]}, "
                 f"unexpected {unexpected[:5]}"
             )
+        check_finite_weights(state, ckpt / "model.safetensors", allow_nonfinite=allow_nonfinite)
         return model.to(map_location).eval()  # type: ignore[attr-defined,return-value]

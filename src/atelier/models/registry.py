@@ -50,10 +50,62 @@ def create_model(name: str, **kwargs: Any) -> Any:
     key = name.lower()
     if key not in _REGISTRY:
         raise KeyError(f"unknown model {name!r}; available: {', '.join(sorted(_REGISTRY))}")
+    factory = _REGISTRY[key]
     try:
-        return _REGISTRY[key](**kwargs)
+        count, nbytes = model_size(name, **kwargs)
+        from atelier.device import ensure_fits
+
+        # refused before anything is allocated: a width with three zeros too many is a message, not an OOM kill
+        ensure_fits(nbytes, f"model {name!r} with these settings ({count:,} parameters)", advice=SMALLER)
+        return factory(**kwargs)
     except TypeError as exc:  # an unknown keyword: say which model rejected it
         raise ValueError(f"model {name!r}: {exc}") from exc
+
+
+_RANDOM_FILLS = frozenset({"normal_", "uniform_", "trunc_normal_", "kaiming_normal_", "kaiming_uniform_",
+                           "xavier_normal_", "xavier_uniform_", "orthogonal_", "bernoulli_", "exponential_",
+                           "random_", "geometric_", "log_normal_", "cauchy_"})
+
+
+def _SkipRandomInit():  # noqa: N802 - used as a context manager, like the class it returns
+    """A torch-function mode that skips random initialisers on meta tensors: they change values only, and
+    a meta tensor has none, but PyTorch runs them through its Python references, whose first use imports
+    the compiler stack (seconds)."""
+    from torch.overrides import TorchFunctionMode
+
+    class SkipRandomInit(TorchFunctionMode):
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            target = args[0] if args else (kwargs or {}).get("tensor")  # nn.init passes it by keyword
+            if getattr(func, "__name__", "") in _RANDOM_FILLS and getattr(target, "is_meta", False):
+                return target
+            return func(*args, **(kwargs or {}))
+
+    return SkipRandomInit()
+
+
+SMALLER = "Make it smaller: fewer or narrower layers, a smaller latent or resolution"
+
+
+def model_size(name: str, **kwargs: Any) -> tuple[int, int]:
+    """(number, bytes) of the parameters and buffers ``create_model(name, **kwargs)`` would allocate,
+    found by building the model on PyTorch's meta device: shapes only, no memory, no time."""
+    import_builtin_models()
+    factory = _REGISTRY[name.lower()]
+    try:
+        return built_size(factory, **kwargs)
+    except TypeError as exc:  # an unknown keyword: say which model rejected it
+        raise ValueError(f"model {name!r}: {exc}") from exc
+
+
+def built_size(build: Callable[..., Any], *args: Any, **kwargs: Any) -> tuple[int, int]:
+    """(number, bytes) of the parameters and buffers of the module ``build(*args, **kwargs)`` returns,
+    built on the meta device (shapes only: no memory, no time)."""
+    import torch
+
+    with torch.device("meta"), _SkipRandomInit():
+        probe = build(*args, **kwargs)
+    tensors = [*probe.parameters(), *probe.buffers()] if isinstance(probe, torch.nn.Module) else []
+    return sum(t.numel() for t in tensors), sum(t.numel() * t.element_size() for t in tensors)
 
 
 # -- model families ---------------------------------------------------------------------------------

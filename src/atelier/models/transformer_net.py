@@ -21,12 +21,14 @@ stylises 256 px images in real time.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Literal
+from typing import Annotated, Literal
 
+import annotated_types as at
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from atelier.config import Config, Width
 from atelier.models.layers import InstanceNorm2d, ResidualBlock, conv_norm_relu, norm2d
 from atelier.models.pretrained import PretrainedMixin
 from atelier.models.registry import register_model
@@ -34,33 +36,25 @@ from atelier.models.registry import register_model
 __all__ = ["InstanceNorm2d", "PRESETS", "TransformerNet", "TransformerNetConfig", "transformer_net",
            "transformer_net_johnson"]  # InstanceNorm2d (from layers): the norm of this network
 
-UPSAMPLES = ("nearest", "transpose")
-NORMS = ("instance", "none")
+
+Kernel = Annotated[int, at.Interval(ge=1, le=63)]  # a convolution's kernel size (odd)
 
 
 @dataclass
-class TransformerNetConfig:
-    width: int = 16  # channels at full resolution; 2x and 4x after the two downsamplings
-    n_res_blocks: int = 5
-    end_kernel: int = 3  # kernel of the first and last convolutions (Johnson: 9)
-    kernel: int = 3  # kernel of every other convolution
-    n_down: int = 2  # strided convolutions (and upsamplings); the input is padded to a multiple of 2**n_down
+class TransformerNetConfig(Config):
+    width: Width = 16  # channels at full resolution; 2x and 4x after the two downsamplings
+    n_res_blocks: Annotated[int, at.Interval(ge=0, le=256)] = 5
+    end_kernel: Kernel = 3  # kernel of the first and last convolutions (Johnson: 9)
+    kernel: Kernel = 3  # kernel of every other convolution
+    n_down: Annotated[int, at.Interval(ge=0, le=8)] = 2  # strided convolutions (and upsamplings); the input is padded to a multiple of 2**n_down
     upsample: Literal["nearest", "transpose"] = "nearest"  # nearest: upsample then conv (no checkerboard) |
     # transpose: transposed conv
     norm: Literal["instance", "none"] = "instance"  # instance: InstanceNorm2d with a learned scale and shift
 
     def __post_init__(self) -> None:
-        for name in ("width", "end_kernel", "kernel"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        super().__post_init__()
         if self.end_kernel % 2 == 0 or self.kernel % 2 == 0:
             raise ValueError(f"kernel sizes must be odd, got end_kernel={self.end_kernel}, kernel={self.kernel}")
-        if self.n_res_blocks < 0 or self.n_down < 0:
-            raise ValueError(f"n_res_blocks and n_down must be >= 0, got {self.n_res_blocks}, {self.n_down}")
-        if self.upsample not in UPSAMPLES:
-            raise ValueError(f"upsample must be one of {UPSAMPLES}, got {self.upsample!r}")
-        if self.norm not in NORMS:
-            raise ValueError(f"norm must be one of {NORMS}, got {self.norm!r}")
 
     @property
     def factor(self) -> int:

@@ -22,56 +22,46 @@ import contextlib
 import copy
 import math
 from dataclasses import dataclass
-from typing import Literal
+from typing import Annotated, Literal
 
+import annotated_types as at
 import torch
 from torch import nn
 
+from atelier.config import Config, NonNegative, Positive, Width
 from atelier.models.latents import label_weights, normal_latents
 from atelier.models.layers import start_size
 from atelier.models.pretrained import PretrainedMixin
 from atelier.models.registry import register_model
 
-LIKELIHOODS = ("bernoulli", "gaussian")
-PRIORS = ("normal", "vamp")
 
 
 @dataclass
-class VAEConfig:
-    resolution: int = 28
-    channels: int = 1
-    latent_dim: int = 32
-    width: int = 32  # channels of the first encoder stage (the last decoder stage); doubled per halving
-    max_width_mult: int = 8
-    hidden: int = 512  # fully connected layer between the conv stack and the latent (0: none)
-    num_classes: int = 0  # 0: unconditional
+class VAEConfig(Config):
+    resolution: Annotated[int, at.Interval(ge=4, le=4096)] = 28
+    channels: Literal[1, 3] = 1
+    latent_dim: Width = 32
+    width: Width = 32  # channels of the first encoder stage (the last decoder stage); doubled per halving
+    max_width_mult: Annotated[int, at.Interval(ge=1, le=1024)] = 8
+    hidden: Annotated[int, at.Interval(ge=0, le=2**16)] = 512  # fully connected layer between the conv stack and the latent (0: none)
+    num_classes: Annotated[int, at.Interval(ge=0, le=10**6)] = 0  # 0: unconditional
     likelihood: Literal["bernoulli", "gaussian"] = "bernoulli"  # bernoulli | gaussian
     learn_sigma: bool = True  # gaussian: learn the shared sigma (else it stays at ``sigma``)
-    sigma: float = 0.1  # gaussian: initial / fixed standard deviation on the [-1, 1] scale
-    beta: float = 1.0  # weight of the KL term (beta-VAE when > 1)
-    kl_warmup_steps: int = 0  # KL weight ramps linearly from 0 to beta over these training steps
+    sigma: Positive = 0.1  # gaussian: initial / fixed standard deviation on the [-1, 1] scale
+    beta: NonNegative = 1.0  # weight of the KL term (beta-VAE when > 1)
+    kl_warmup_steps: Annotated[int, at.Interval(ge=0, le=10**9)] = 0  # KL weight ramps linearly from 0 to beta over these training steps
     binarize: bool = False  # bernoulli: train on stochastically binarised pixels (as in the NLL literature)
     prior: Literal["normal", "vamp"] = "normal"  # normal: N(0, I) | vamp: VampPrior, a mixture of
     # posteriors of learned pseudo-inputs
-    vamp_components: int = 100  # vamp: number of pseudo-inputs (mixture components)
+    vamp_components: Annotated[int, at.Interval(ge=1, le=10**5)] = 100  # vamp: number of pseudo-inputs (mixture components)
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         start_size(self.resolution)
-        if self.channels not in (1, 3):
-            raise ValueError(f"channels must be 1 or 3, got {self.channels}")
-        if self.likelihood not in LIKELIHOODS:
-            raise ValueError(f"likelihood must be one of {LIKELIHOODS}, got {self.likelihood!r}")
-        if self.prior not in PRIORS:
-            raise ValueError(f"prior must be one of {PRIORS}, got {self.prior!r}")
         if self.prior == "vamp" and (self.num_classes or self.vamp_components < 1):
             raise ValueError("the VampPrior needs vamp_components >= 1 and an unconditional VAE")
         if self.binarize and self.likelihood != "bernoulli":
             raise ValueError("binarize needs the bernoulli likelihood")
-        for name in ("latent_dim", "width"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
-        if self.beta < 0 or self.sigma <= 0 or self.kl_warmup_steps < 0 or self.hidden < 0:
-            raise ValueError("beta, kl_warmup_steps and hidden must be >= 0 and sigma > 0")
 
     def widths(self) -> list[int]:
         """Encoder channels per stage, largest feature map first: [w, 2w] at 28 px, [w, 2w, 4w, 8w] at 64."""

@@ -9,6 +9,18 @@ import torch
 
 from atelier.data.images import as_uint8, save_image
 
+#: The most images the commands put in one PNG grid (a 32 x 32 grid); more is no picture anyone can
+#: look at, and many more would not fit in memory. Many samples go to a folder or an ``.npz`` instead.
+MAX_GRID_IMAGES = 1024
+
+
+def check_grid_size(n: int, what: str = "a PNG grid", *, instead: str = "") -> int:
+    """``n`` if a grid of ``n`` images is within :data:`MAX_GRID_IMAGES`, else ValueError saying so
+    (and ``instead``: what to do)."""
+    if n > MAX_GRID_IMAGES:
+        raise ValueError(f"{what} holds at most {MAX_GRID_IMAGES} images, {n:,} asked for{instead}")
+    return n
+
 
 def make_grid(images: torch.Tensor, nrow: int = 8, padding: int = 2, pad_value: int = 255) -> torch.Tensor:
     """(N, C, H, W) images -> one (C, rows*(H+p)+p, nrow*(W+p)+p) uint8 grid, filled row by row."""

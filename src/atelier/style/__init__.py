@@ -19,6 +19,7 @@ from typing import Any
 import torch
 
 from atelier.models.vgg_weights import feature_network
+from atelier.signals import ShouldStop
 from atelier.style.gatys import GatysConfig, GatysResult, gatys_transfer
 
 ImageLike = str | os.PathLike | torch.Tensor
@@ -43,11 +44,12 @@ def stylize_gatys(content: ImageLike, style: ImageLike | Sequence[ImageLike], cf
                   mask: ImageLike | None = None, weights: str | os.PathLike | None = None, download: bool = True,
                   verify: bool = True, sha256: str | None = None, fallback: bool = True,
                   device: str | torch.device = "cpu", progress: bool = True,
-                  features: torch.nn.Module | None = None) -> GatysResult:
+                  features: torch.nn.Module | None = None, should_stop: ShouldStop | None = None) -> GatysResult:
     """Gatys transfer from files or tensors; returns the full :class:`GatysResult` (image, history, frames).
 
     The VGG weights come from ``weights``, ``download``, ``verify``, ``sha256``, ``fallback`` (see
-    :func:`feature_network`) unless a ready ``features`` network is given.
+    :func:`feature_network`) unless a ready ``features`` network is given. ``should_stop`` is asked
+    before every iteration; True ends the optimisation with the best image so far (``stopped=True``).
     """
     cfg = cfg or GatysConfig()
     styles = [style] if isinstance(style, (str, os.PathLike, torch.Tensor)) else list(style)
@@ -61,6 +63,7 @@ def stylize_gatys(content: ImageLike, style: ImageLike | Sequence[ImageLike], cf
         mask=None if mask is None else load_mask(mask),
         device=device,
         progress=progress,
+        should_stop=should_stop,
     )
 
 

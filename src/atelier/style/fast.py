@@ -16,19 +16,24 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
+import annotated_types as at
 import torch
 from tqdm import tqdm
 
-from atelier.config import split_settings
+from atelier.config import Probability, check_value, split_settings
 from atelier.data.base import DataError
 from atelier.data.images import output_names, read_image, scan_images
-from atelier.device import check_precision
+from atelier.device import check_device, check_precision
 from atelier.device import autocast as device_autocast
 from atelier.models.transformer_net import TransformerNet, TransformerNetConfig
+from atelier.signals import ShouldStop
 from atelier.train.run import TrainResult, resume_run, saved_run_config, train_model
 from atelier.train.steps.fast_style import FastStyleDataConfig, FastStyleTrainConfig
+
+#: The longest side an input is resized to before it is stylised (a typo of 10x is refused, not allocated).
+MAX_SIZE = 8192
 
 _SHOWN = 5
 
@@ -108,6 +113,8 @@ def stylize_with_model(model: str | os.PathLike | TransformerNet, image: torch.T
 class StylizeReport:
     written: list[Path]
     skipped: list[tuple[Path, str]]  # (input file, why)
+    total: int = 0  # input images found
+    stopped: bool = False  # ``should_stop`` ended the loop early; every file in ``written`` is complete
 
 
 def _plan_outputs(inputs: Sequence[str | os.PathLike], out_dir: Path) -> list[tuple[Path, Path]]:
@@ -132,19 +139,25 @@ def _plan_outputs(inputs: Sequence[str | os.PathLike], out_dir: Path) -> list[tu
 def stylize_paths(model: str | os.PathLike | TransformerNet, inputs: Sequence[str | os.PathLike],
                   out_dir: str | os.PathLike, *, strength: float = 1.0, size: int | None = None,
                   batch_size: int = 1, precision: str = "fp32", device: str | torch.device = "cpu",
-                  progress: bool = True) -> StylizeReport:
+                  progress: bool = True, should_stop: ShouldStop | None = None) -> StylizeReport:
     """Stylise image files and folders (recursively) into ``out_dir`` as PNGs, written atomically.
 
     ``size`` resizes each image so its longer side is ``size`` first (default: full size). Images of
     equal size are stylised ``batch_size`` at a time (on a CPU one at a time is fastest per image;
     batches pay off on a GPU). Unreadable files are named in one warning and skipped; the report
-    lists what was written and what was skipped.
+    lists what was written and what was skipped. ``should_stop`` is asked before each image; when it
+    returns True the loop ends there (images read but not yet stylised are dropped) and the report
+    says ``stopped``: what is in ``written`` is complete (each PNG is written atomically).
     """
     from atelier.data.images import save_image
 
-    net = load_fast_style_model(model, device=device)
+    size = None if size is None else check_value(size, Annotated[int, at.Interval(ge=1, le=MAX_SIZE)], "size")
+    batch_size = check_value(batch_size, Annotated[int, at.Interval(ge=1, le=1024)], "batch_size")
+    strength = check_value(strength, Probability, "strength")
+    net = load_fast_style_model(model, device=check_device(device))
     pairs = _plan_outputs(inputs, Path(out_dir))
     written, skipped = [], []
+    stopped = False
     pending: list[tuple[Path, torch.Tensor]] = []
 
     def flush() -> None:
@@ -157,6 +170,10 @@ def stylize_paths(model: str | os.PathLike | TransformerNet, inputs: Sequence[st
         pending.clear()
 
     for src, dst in tqdm(pairs, desc="stylize", unit="img", disable=not progress):
+        if should_stop is not None and should_stop():
+            stopped = True
+            pending.clear()
+            break
         try:
             image = read_image(src, size=size)
         except (DataError, OSError) as exc:
@@ -170,4 +187,4 @@ def stylize_paths(model: str | os.PathLike | TransformerNet, inputs: Sequence[st
         shown = "; ".join(f"{p} ({why})" for p, why in skipped[:_SHOWN])
         more = f" and {len(skipped) - _SHOWN} more" if len(skipped) > _SHOWN else ""
         warnings.warn(f"skipped {len(skipped)} unreadable image(s): {shown}{more}", stacklevel=2)
-    return StylizeReport(written, skipped)
+    return StylizeReport(written, skipped, total=len(pairs), stopped=stopped)

@@ -23,24 +23,26 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
+from typing import Annotated, Literal
 
+import annotated_types as at
 import torch
 import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from atelier.device import autocast as device_autocast
+from atelier.config import Config, NonNegative, Positive, Seed
+from atelier.device import autocast as device_autocast, check_device
+from atelier.signals import ShouldStop
 from atelier.objectives.style import blend_grams, content_loss, gram_matrix, style_loss, total_variation
 from atelier.style.color import (
-    COLOR_MODES,
     combine_luminance,
     luminance,
     match_color_histogram,
     match_luminance,
 )
 
-OPTIMIZERS = ("lbfgs", "adam")
-INITS = ("content", "noise")
+Steps = Annotated[int, at.Interval(ge=0, le=100_000)]  # iterations of one level
 #: Gatys et al.'s layers: content from conv4_2 (taken after its ReLU), style from the first ReLU of
 #: each block, equally weighted.
 DEFAULT_CONTENT_LAYERS = {"relu4_2": 1.0}
@@ -50,52 +52,38 @@ MIN_SCALE_SIZE = 64
 
 
 @dataclass
-class GatysConfig:
+class GatysConfig(Config):
     """Every knob of one optimisation-based transfer (saved beside outputs so a result is reproducible).
 
     Sizes are the longer side in pixels; the content's aspect ratio is kept.
     """
 
-    size: int = 512
-    steps: int = 100  # iterations at the output size
-    scales: int = 3  # coarse-to-fine levels, each half the size of the next (1: single scale)
-    coarse_steps: int = 150  # iterations at each coarser level
-    optimizer: str = "lbfgs"  # lbfgs | adam
-    lr: float | None = None  # default: 1.0 for L-BFGS, 0.02 for Adam (pixels in [0, 1])
-    init: str = "content"  # content | noise
-    content_weight: float = 1.0
-    style_weight: float = 10.0
-    tv_weight: float = 1e-3
-    content_layers: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_CONTENT_LAYERS))
-    style_layers: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_STYLE_LAYERS))
-    style_scale: float = 1.0  # the style image's longer side, relative to the output's
-    style_blend: list[float] | None = None  # weights of several style images (default: equal)
-    preserve_colors: str = "none"  # none | luminance | histogram
-    arch: str = "vgg19"
-    pool: str = "avg"  # avg (Gatys et al.'s choice for synthesis) | max
-    precision: str = "auto"  # auto | fp32 | bf16 for the feature network
-    seed: int = 0
-    frame_every: int = 0  # keep an intermediate image every K iterations (0: none) for a GIF
-    target_loss: float | None = None  # stop at the output size once the loss is this low (benchmarks)
+    size: Annotated[int, at.Interval(ge=16, le=8192)] = 512
+    steps: Steps = 100  # iterations at the output size
+    scales: Annotated[int, at.Interval(ge=1, le=10)] = 3  # coarse-to-fine levels, each half the size of the next (1: single scale)
+    coarse_steps: Steps = 150  # iterations at each coarser level
+    optimizer: Literal["lbfgs", "adam"] = "lbfgs"  # lbfgs | adam
+    lr: Positive | None = None  # default: 1.0 for L-BFGS, 0.02 for Adam (pixels in [0, 1])
+    init: Literal["content", "noise"] = "content"  # content | noise
+    content_weight: NonNegative = 1.0
+    style_weight: NonNegative = 10.0
+    tv_weight: NonNegative = 1e-3
+    content_layers: dict[str, NonNegative] = field(default_factory=lambda: dict(DEFAULT_CONTENT_LAYERS))
+    style_layers: dict[str, NonNegative] = field(default_factory=lambda: dict(DEFAULT_STYLE_LAYERS))
+    style_scale: Annotated[float, at.Interval(gt=0.0, le=8.0)] = 1.0  # the style image's longer side, relative to the output's
+    style_blend: list[NonNegative] | None = None  # weights of several style images (default: equal)
+    preserve_colors: Literal["none", "luminance", "histogram"] = "none"  # none | luminance | histogram
+    arch: Literal["vgg16", "vgg19"] = "vgg19"
+    pool: Literal["avg", "max"] = "avg"  # avg (Gatys et al.'s choice for synthesis) | max
+    precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto | fp32 | bf16 for the feature network
+    seed: Seed = 0
+    frame_every: Annotated[int, at.Interval(ge=0, le=10**6)] = 0  # keep an intermediate image every K iterations (0: none) for a GIF
+    target_loss: NonNegative | None = None  # stop at the output size once the loss is this low (benchmarks)
 
     def __post_init__(self) -> None:
-        if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
-        if self.init not in INITS:
-            raise ValueError(f"init must be one of {INITS}, got {self.init!r}")
-        if self.preserve_colors not in COLOR_MODES:
-            raise ValueError(f"preserve_colors must be one of {COLOR_MODES}, got {self.preserve_colors!r}")
-        if self.size < 16:
-            raise ValueError(f"size must be at least 16 pixels, got {self.size}")
-        if self.steps < 0 or self.coarse_steps < 0 or self.scales < 1:
-            raise ValueError("steps and coarse_steps must be >= 0 and scales >= 1")
-        if self.style_scale <= 0:
-            raise ValueError(f"style_scale must be positive, got {self.style_scale}")
+        super().__post_init__()
         if not self.content_layers and not self.style_layers:
             raise ValueError("give at least one content or style layer")
-        for name, weights in (("content", self.content_layers), ("style", self.style_layers)):
-            if any(w < 0 for w in weights.values()):
-                raise ValueError(f"{name} layer weights must be >= 0, got {weights}")
 
     @property
     def learning_rate(self) -> float:
@@ -119,6 +107,7 @@ class GatysResult:
     seconds: float
     feature_network: str
     config: GatysConfig
+    stopped: bool = False  # ``should_stop`` ended the optimisation early; ``image`` is the best one so far
 
 
 def resize_longer(image: torch.Tensor, size: int) -> torch.Tensor:
@@ -200,8 +189,10 @@ def _as_batch(image: torch.Tensor, name: str) -> torch.Tensor:
 
 
 def _optimise(x: torch.Tensor, objective: StyleLoss, cfg: GatysConfig, steps: int, size: int, *,
-              is_final: bool, history: list, frames: list, out_hw: tuple[int, int], bar) -> torch.Tensor:
-    """Run ``steps`` iterations of the configured optimiser on the pixels ``x`` (1, 3, h, w)."""
+              is_final: bool, history: list, frames: list, out_hw: tuple[int, int], bar,
+              should_stop: ShouldStop | None = None) -> tuple[torch.Tensor, bool]:
+    """Run ``steps`` iterations of the configured optimiser on the pixels ``x`` (1, 3, h, w); returns the
+    image and whether ``should_stop`` ended the loop early (it is asked before each iteration)."""
     x = x.detach().clone().requires_grad_(True)
     if cfg.optimizer == "lbfgs":
         # One iteration per .step(): the history lives in the optimiser's state between calls, so this
@@ -228,7 +219,11 @@ def _optimise(x: torch.Tensor, objective: StyleLoss, cfg: GatysConfig, steps: in
         last.update({k: v.detach() for k, v in terms.items()})
         return loss
 
+    stopped = False
     for i in range(steps):
+        if should_stop is not None and should_stop():
+            stopped = True
+            break
         opt.step(closure)
         record = {"size": size, "step": i + 1, **{k: float(v) for k, v in last.items()}}
         history.append(record)
@@ -239,8 +234,8 @@ def _optimise(x: torch.Tensor, objective: StyleLoss, cfg: GatysConfig, steps: in
         if is_final and cfg.target_loss is not None and record["loss"] <= cfg.target_loss:
             break
     if steps and cfg.optimizer == "lbfgs":
-        return best["x"].clamp(0, 1)
-    return x.detach().clamp(0, 1)
+        return best["x"].clamp(0, 1), stopped
+    return x.detach().clamp(0, 1), stopped
 
 
 def gatys_transfer(
@@ -252,6 +247,7 @@ def gatys_transfer(
     mask: torch.Tensor | None = None,
     device: str | torch.device = "cpu",
     progress: bool = True,
+    should_stop: ShouldStop | None = None,
 ) -> GatysResult:
     """Stylise ``content`` with one or more ``styles`` by optimising the output image.
 
@@ -263,9 +259,11 @@ def gatys_transfer(
         mask: optional (H, W) or (1, H, W) map in [0, 1]: where style applies (1) and where the
             content is kept (0); resized to the output.
         device: where to optimise.
+        should_stop: asked before every iteration; when it returns True the optimisation ends there
+            and the result (``stopped=True``) holds the best image so far, at the output size.
     """
     cfg = cfg or GatysConfig()
-    device = torch.device(device)
+    device = check_device(device)
     style_list = [styles] if isinstance(styles, torch.Tensor) else list(styles)
     if not style_list:
         raise ValueError("give at least one style image")
@@ -293,6 +291,7 @@ def gatys_transfer(
     history: list[dict[str, float]] = []
     frames: list[torch.Tensor] = []
     x: torch.Tensor | None = None
+    stopped = False
     start = time.perf_counter()
     with tqdm(total=sum(steps_per), desc="stylize", unit="it", disable=not progress, leave=False) as bar:
         for level, (size, steps) in enumerate(zip(sizes, steps_per)):
@@ -313,10 +312,12 @@ def gatys_transfer(
                     x = torch.rand(c.shape, generator=generator).to(device)
             else:
                 x = F.interpolate(x, size=hw, mode="bicubic", align_corners=False).clamp(0, 1)
-            x = _optimise(x, objective, cfg, steps, size, is_final=level == len(sizes) - 1, history=history,
-                          frames=frames, out_hw=out_hw, bar=bar)
+            x, stopped = _optimise(x, objective, cfg, steps, size, is_final=level == len(sizes) - 1,
+                                   history=history, frames=frames, out_hw=out_hw, bar=bar, should_stop=should_stop)
+            if stopped:  # the coarser result so far is brought to the output size below
+                break
     out = x.cpu()
-    if out.shape[-2:] != final.shape[-2:]:  # steps=0 with a single scale can leave x at the content size
+    if out.shape[-2:] != final.shape[-2:]:  # steps=0 with a single scale (or a stop) leaves x at another size
         out = F.interpolate(out, size=out_hw, mode="bicubic", align_corners=False).clamp(0, 1)
     if cfg.preserve_colors == "luminance":
         out = combine_luminance(out, final)
@@ -332,7 +333,13 @@ def gatys_transfer(
         seconds=time.perf_counter() - start,
         feature_network=getattr(features, "description", type(features).__name__),
         config=cfg,
+        stopped=stopped,
     )
+
+
+def iterations_planned(cfg: GatysConfig) -> int:
+    """Iterations a run makes over all its levels (fewer if ``target_loss`` or a stop ends it early)."""
+    return cfg.coarse_steps * (len(cfg.scale_sizes()) - 1) + cfg.steps
 
 
 def iterations_per_full_pass(cfg: GatysConfig) -> float:
@@ -348,5 +355,6 @@ __all__ = [
     "StyleLoss",
     "gatys_transfer",
     "iterations_per_full_pass",
+    "iterations_planned",
     "resize_longer",
 ]

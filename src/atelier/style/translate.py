@@ -23,12 +23,15 @@ from atelier.data import DataError, to_float, to_uint8
 from atelier.data.images import IMAGE_EXTENSIONS, strict_pil, decode_image, scan_images
 from atelier.data.resize import convert_channels
 from atelier.data.images import output_names, png_bytes
+from atelier.signals import ShouldStop
 
 
 @dataclass
 class TranslationReport:
     written: list[Path] = field(default_factory=list)
     failed: list[tuple[Path, str]] = field(default_factory=list)  # (input file, why it was skipped)
+    total: int = 0  # input images found
+    stopped: bool = False  # ``should_stop`` ended the loop early; every file in ``written`` is complete
 
 
 def translate_images(model, images: torch.Tensor, direction: str = "a2b", *, batch_size: int = 64,
@@ -45,11 +48,12 @@ def translate_images(model, images: torch.Tensor, direction: str = "a2b", *, bat
 
 def translate_paths(model, source: str | os.PathLike, out_dir: str | os.PathLike, *, direction: str = "a2b",
                     size: int | None = None, batch_size: int = 32, use_ema: bool = True,
-                    progress: bool = False) -> TranslationReport:
+                    progress: bool = False, should_stop: ShouldStop | None = None) -> TranslationReport:
     """Translate an image file, or every image under a folder (recursively), into PNGs under ``out_dir``
     that keep the folder structure. ``size``: side of the square the images are brought to (default:
     the model's training resolution; any multiple of 2**n_downsampling works). ``use_ema``: translate
-    with the moving average of the generator weights (default) or the raw weights."""
+    with the moving average of the generator weights (default) or the raw weights. ``should_stop`` is asked
+    before each batch; when it returns True the loop ends there and the report says ``stopped``."""
     from atelier.io import atomic_write_bytes
 
     source, out_dir = Path(source).expanduser(), Path(out_dir).expanduser()
@@ -67,10 +71,13 @@ def translate_paths(model, source: str | os.PathLike, out_dir: str | os.PathLike
         raise FileNotFoundError(f"{source}: no such file or folder")
     rels = [path.relative_to(root) if root is not None else Path(path.name) for path in inputs]
     targets = [out_dir / name for name in output_names(rels)]
-    report = TranslationReport()
+    report = TranslationReport(total=len(inputs))
     c_in = model.input_channels(direction)
     bar = tqdm(total=len(inputs), desc=f"translate {direction}", unit="img", disable=not progress)
     for start in range(0, len(inputs), batch_size):
+        if should_stop is not None and should_stop():
+            report.stopped = True
+            break
         batch, batch_targets = [], []
         with strict_pil():
             for path, target in zip(inputs[start : start + batch_size], targets[start : start + batch_size]):

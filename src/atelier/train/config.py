@@ -9,20 +9,22 @@ help text on the command line (see :func:`atelier.config.add_dataclass_arguments
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar, Literal
+from typing import Annotated, ClassVar, Literal
 
-from atelier.device import PRECISIONS
+import annotated_types as at
 
-LR_SCHEDULES = ("constant", "cosine", "linear")
+from atelier.config import Config, Count, Positive, Seed
+
+Beta = Annotated[float, at.Interval(ge=0.0, lt=1.0)]  # an Adam beta
 
 
 @dataclass
-class DataConfig:
+class DataConfig(Config):
     """Which dataset to load (see :func:`atelier.data.load_dataset`)."""
 
     name: str = "digits"  # digits | mnist | folder:PATH
     data_dir: str | None = None  # local files for the dataset (e.g. MNIST's IDX .gz files)
-    resolution: int = 28  # side of the square training images
+    resolution: Annotated[int, at.Interval(ge=4, le=4096)] = 28  # side of the square training images
     split: str = "train"  # the split trained on
     channels: Literal[1, 3] | None = None  # force grayscale (1) or RGB (3)
     strict: bool = False  # fail on any unreadable image instead of skipping it
@@ -32,30 +34,30 @@ class DataConfig:
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(Config):
     """How to train. Exactly one of ``steps``/``epochs`` may be set; ``minutes`` adds a wall-clock
     budget (whichever ends first); with none of them the run lasts ``DEFAULT_EPOCHS`` epochs."""
 
-    batch_size: int = 64
-    steps: int | None = None  # optimisation steps (a resumed run continues up to it)
-    epochs: float | None = None  # passes over the data, instead of steps
-    minutes: float | None = None  # wall-clock budget (ends at whichever comes first)
-    seed: int = 0
-    lr: float = 2e-4
-    betas: tuple[float, float] = (0.5, 0.999)  # Adam's beta1 and beta2
+    batch_size: Annotated[int, at.Interval(ge=1, le=2**16)] = 64
+    steps: Count | None = None  # optimisation steps (a resumed run continues up to it)
+    epochs: Annotated[float, at.Interval(gt=0, le=10**6)] | None = None  # passes over the data, instead of steps
+    minutes: Annotated[float, at.Interval(gt=0, le=10**7)] | None = None  # wall-clock budget (ends at whichever comes first)
+    seed: Seed = 0
+    lr: Positive = 2e-4
+    betas: tuple[Beta, Beta] = (0.5, 0.999)  # Adam's beta1 and beta2
     lr_schedule: Literal["constant", "cosine", "linear"] = "constant"  # cosine decays to 0 by the last step;
     # linear keeps the rate for the first half, then decays it linearly to 0 (CycleGAN); both need steps or epochs
-    warmup_steps: int = 0  # linear learning-rate warm-up from 0 over these steps
-    ema_decay: float = 0.999  # 0 disables averaging (the EMA copy then tracks the raw weights)
+    warmup_steps: Annotated[int, at.Interval(ge=0, le=10**9)] = 0  # linear learning-rate warm-up from 0 over these steps
+    ema_decay: Annotated[float, at.Interval(ge=0.0, lt=1.0)] = 0.999  # 0 disables averaging (the EMA copy then tracks the raw weights)
     precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 autocast on CUDA and on CPUs with
     # native bf16, else fp32
     channels_last: bool = False  # channels-last memory format
     compile: bool = False  # torch.compile the networks
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    log_every: int = 50
-    sample_every: int = 500
-    checkpoint_every: int = 1000
-    keep_checkpoints: int = 2
+    log_every: Count = 50
+    sample_every: Count = 500
+    checkpoint_every: Count = 1000
+    keep_checkpoints: Annotated[int, at.Interval(ge=1, le=10**4)] = 2
     tensorboard: bool = True  # log to TensorBoard (RUN/tb)
     progress: bool = True  # show progress bars
 
@@ -63,44 +65,23 @@ class TrainConfig:
     cli_exclusive: ClassVar[tuple[tuple[str, ...], ...]] = (("steps", "epochs"),)
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.steps is not None and self.epochs is not None:
             raise ValueError("give either steps or epochs, not both")
-        for name in ("batch_size", "log_every", "sample_every", "checkpoint_every", "keep_checkpoints"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
-        for name in ("steps", "epochs", "minutes"):
-            value = getattr(self, name)
-            if value is not None and value <= 0:
-                raise ValueError(f"{name} must be positive, got {value}")
-        if self.lr_schedule not in LR_SCHEDULES:
-            raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
         if self.lr_schedule in ("cosine", "linear") and self.steps is None and self.epochs is None \
                 and self.minutes is not None:  # with none of the three the run lasts DEFAULT_EPOCHS
             raise ValueError(f"the {self.lr_schedule} schedule needs a known length: give steps or epochs "
                              "(minutes may cap it)")
-        if self.warmup_steps < 0:
-            raise ValueError(f"warmup_steps must be >= 0, got {self.warmup_steps}")
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
-        if not 0.0 <= self.ema_decay < 1.0:
-            raise ValueError(f"ema_decay must lie in [0, 1), got {self.ema_decay}")
-        self.betas = tuple(self.betas)  # type: ignore[assignment]
 
 
 @dataclass
 class GenerativeTrainConfig(TrainConfig):
     """Training of a family that samples from noise: adds FID/KID measured during the run."""
 
-    eval_every: int | None = None  # measure FID/KID every K steps and keep checkpoints/best by FID
-    eval_n: int = 2000  # generated (and at most real) images per evaluation
+    eval_every: Count | None = None  # measure FID/KID every K steps and keep checkpoints/best by FID
+    eval_n: Annotated[int, at.Interval(ge=10, le=200_000)] = 2000  # generated (and at most real) images per
+    # evaluation
     eval_split: str = "test"  # real split evaluated against
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.eval_every is not None and self.eval_every < 1:
-            raise ValueError(f"eval_every must be at least 1, got {self.eval_every}")
-        if self.eval_n < 10:
-            raise ValueError(f"eval_n must be at least 10, got {self.eval_n}")
 
 
 def lr_factor(step: int, total: int | None, schedule: str, warmup_steps: int = 0) -> float:

@@ -10,10 +10,10 @@ from typing import Any
 import torch
 
 from atelier.config import environment, from_dict, to_dict
-from atelier.device import resolve_device, resolve_precision
+from atelier.device import ensure_fits, format_bytes, resolve_device, resolve_precision
 from atelier.io import load_json
 from atelier.models.pretrained import latest_checkpoint
-from atelier.models.registry import Family, create_model, get_family, model_family
+from atelier.models.registry import SMALLER, Family, create_model, get_family, model_family, model_size
 from atelier.train.checkpoint import prepare_run_dir, resumable_checkpoint
 from atelier.train.config import TrainConfig
 from atelier.train.distributed import DistContext
@@ -105,6 +105,10 @@ def train_model(
     step_cls = family.step_class
     setup = step_cls.setup_run(data, train, dict(model_kwargs or {}), conditional=conditional, dist=dist,
                                device=device, **(setup_options or {}))
+    count, nbytes = model_size(model_name, **setup.model_kwargs)
+    # the weights, their gradients, Adam's two moments and the averaged copy: a floor (activations come on top)
+    ensure_fits(5 * nbytes, f"training {model_name!r} ({count:,} parameters, {format_bytes(nbytes)} of weights, kept "
+                f"with their gradients, Adam's two moments and an averaged copy)", device=device, advice=SMALLER)
     torch.manual_seed(train.seed)  # the model's initial weights depend on the seed alone
     model = create_model(model_name, **setup.model_kwargs)
     step_fn = step_cls(model, train, device, dist, **setup.step_kwargs)

@@ -33,7 +33,7 @@ from atelier.train.checkpoint import (
 )
 from atelier.train.config import TrainConfig, lr_factor
 from atelier.train.distributed import DistContext
-from atelier.train.signals import StopRequest, stop_on_signals
+from atelier.signals import StopRequest, stop_on_signals
 from atelier.train.steps.base import TrainStep
 
 #: Called after every step as ``hook(trainer, step)``; a returned dict is logged as an evaluation

@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
+import annotated_types as at
 import torch
 from torch import nn
 
+from atelier.config import Config, Positive
 from atelier.data import DataError, ImageDataset, load_dataset, to_float
 from atelier.models.cyclegan import CycleGAN
 from atelier.models.ema import ema_decay_at, ema_update
@@ -36,14 +38,14 @@ PREVIEW_COLUMNS = 8
 
 
 @dataclass
-class UnpairedDataConfig:
+class UnpairedDataConfig(Config):
     """Two datasets (any :func:`atelier.data.load_dataset` spec: ``folder:PATH``, a folder path,
     ``mnist``, ``digits``) at one resolution; nothing pairs their images."""
 
     domain_a: str = ""  # folder of domain A images (or any dataset spec: folder:PATH, mnist, digits); with
     # train/ and test/ sub-folders, train/ is used
     domain_b: str = ""  # folder of domain B images
-    resolution: int = 28  # side of the square training images
+    resolution: Annotated[int, at.Interval(ge=8, le=4096)] = 28  # side of the square training images
     split: str = "train"  # a folder with train/ and test/ sub-folders trains on train/
     channels_a: Literal[1, 3] | None = None  # force grey or RGB for domain A (default: its natural count)
     channels_b: Literal[1, 3] | None = None  # force grey or RGB for domain B
@@ -59,7 +61,7 @@ class CycleGANTrainConfig(TrainConfig):
     of 8 rather than 1 (instance norm makes the batch size harmless, and the CPU far more efficient)."""
 
     batch_size: int = 8
-    lr_d: float | None = None  # the discriminators' learning rate (default: lr)
+    lr_d: Positive | None = None  # the discriminators' learning rate (default: lr)
     lr_schedule: Literal["constant", "cosine", "linear"] = "linear"  # linear keeps the rate for the first
     # half, then decays it linearly to 0 (the paper); cosine decays to 0 by the last step; both need steps
     # or epochs

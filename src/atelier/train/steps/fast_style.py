@@ -16,10 +16,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
+import annotated_types as at
 import torch
 
+from atelier.config import Config, NonNegative
 from atelier.data.base import Batch
 from atelier.data.content import ContentSampler, content_files
 from atelier.data.images import read_image
@@ -38,23 +40,19 @@ PREVIEW_PHOTOS = 4
 
 
 @dataclass
-class FastStyleDataConfig:
+class FastStyleDataConfig(Config):
     """The style image(s) and the content photos a fast-style network trains on."""
 
     style: list[str] = field(default_factory=list)  # style image path(s); several are blended
     content_dir: str = ""  # folder of content photos, searched recursively ("": scikit-image's photos)
-    size: int = 256  # training crops are size x size (CPUs: 128 is four times cheaper)
-    crop_scale: float = 0.67  # random crops cover this fraction (up to all) of a photo's shorter side
-    style_size: int | None = None  # longer side of the style image(s) (default: size)
+    size: Annotated[int, at.Interval(ge=16, le=8192)] = 256  # training crops are size x size (CPUs: 128 is four times cheaper)
+    crop_scale: Annotated[float, at.Interval(gt=0.0, le=1.0)] = 0.67  # random crops cover this fraction (up to all) of a photo's shorter side
+    style_size: Annotated[int, at.Interval(ge=16, le=8192)] | None = None  # longer side of the style image(s) (default: size)
 
     def __post_init__(self) -> None:
         if isinstance(self.style, (str, Path)):
             self.style = [str(self.style)]
-        self.style = [str(s) for s in self.style]
-        if self.size < 16:
-            raise ValueError(f"size must be >= 16, got {self.size}")
-        if not 0 < self.crop_scale <= 1:
-            raise ValueError(f"crop_scale must be in (0, 1], got {self.crop_scale}")
+        super().__post_init__()
 
 
 @dataclass
@@ -69,12 +67,12 @@ class FastStyleTrainConfig(TrainConfig):
     log_every: int = 10
     sample_every: int = 200
     checkpoint_every: int = 200
-    content_weight: float = 1.0
-    style_weight: float = 10.0
-    tv_weight: float = 1e-3
-    content_layers: dict[str, float] = field(default_factory=lambda: dict(JOHNSON_CONTENT_LAYERS))
-    style_layers: dict[str, float] = field(default_factory=lambda: dict(JOHNSON_STYLE_LAYERS))
-    style_blend: list[float] | None = None  # weights of several style images (default: equal)
+    content_weight: NonNegative = 1.0
+    style_weight: NonNegative = 10.0
+    tv_weight: NonNegative = 1e-3
+    content_layers: dict[str, NonNegative] = field(default_factory=lambda: dict(JOHNSON_CONTENT_LAYERS))
+    style_layers: dict[str, NonNegative] = field(default_factory=lambda: dict(JOHNSON_STYLE_LAYERS))
+    style_blend: list[NonNegative] | None = None  # weights of several style images (default: equal)
     arch: Literal["vgg16", "vgg19"] = "vgg16"  # the feature network
     pool: Literal["max", "avg"] = "max"
     weights: str | None = None  # VGG weights file (.pth state dict or .safetensors); default: the cache

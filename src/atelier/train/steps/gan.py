@@ -4,10 +4,12 @@ DiffAugment/ADA in front of the discriminator for little data."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Annotated, Literal
 
+import annotated_types as at
 import torch
 
+from atelier.config import Count, Positive
 from atelier.models.ema import ema_decay_at, ema_update
 from atelier.models.gan import GAN
 from atelier.models.registry import Family, register_family
@@ -23,26 +25,18 @@ class GANTrainConfig(GenerativeTrainConfig):
     """GAN training: the DCGAN recipe (Adam 2e-4, beta1 0.5, batch 64, the base defaults), plus what the
     discriminator sees, augmented, for training on little data."""
 
-    lr_d: float | None = None  # the discriminator's learning rate (default: lr)
+    lr_d: Positive | None = None  # the discriminator's learning rate (default: lr)
     augment: Literal["none", "diffaugment", "ada"] = "none"  # augment what the discriminator sees (real and
     # fake), for little data: diffaugment (Zhao et al. 2020) or ada (adaptive strength p, Karras et al. 2020)
     augment_policy: str | None = None  # comma-separated ops; diffaugment: color,translation,cutout (default:
     # all three); ada: any of xflip,rotate90,xint,scale,rotate,aniso,xfrac,brightness,contrast,saturation
     # (default: all but xflip,rotate90)
-    ada_target: float = 0.6  # ada: the r_t = E[sign(D(real))] that p is steered to
-    ada_kimg: float = 100.0  # ada: thousands of real images for p to go from 0 to 1 (the paper: 500)
-    ada_interval: int = 4  # ada: steps between adjustments of p
+    ada_target: Annotated[float, at.Interval(gt=-1.0, lt=1.0)] = 0.6  # ada: the r_t = E[sign(D(real))] that p is steered to
+    ada_kimg: Annotated[float, at.Interval(gt=0.0, le=10**6)] = 100.0  # ada: thousands of real images for p to go from 0 to 1 (the paper: 500)
+    ada_interval: Count = 4  # ada: steps between adjustments of p
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.augment not in ("none", "diffaugment", "ada"):
-            raise ValueError(f"augment must be one of ('none', 'diffaugment', 'ada'), got {self.augment!r}")
-        if not -1.0 < self.ada_target < 1.0:
-            raise ValueError(f"ada_target must lie in (-1, 1) (it is a mean of signs), got {self.ada_target}")
-        if self.ada_kimg <= 0:
-            raise ValueError(f"ada_kimg must be positive, got {self.ada_kimg}")
-        if self.ada_interval < 1:
-            raise ValueError(f"ada_interval must be at least 1, got {self.ada_interval}")
         if self.augment_policy is not None:
             if self.augment == "none":
                 raise ValueError("augment_policy needs augment 'diffaugment' or 'ada'")

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
+import annotated_types as at
 import torch
 
 from atelier.data import DataError, load_dataset
@@ -28,13 +29,8 @@ class VAETrainConfig(GenerativeTrainConfig):
     batch_size: int = 128
     lr: float = 1e-3
     betas: tuple[float, float] = (0.9, 0.999)  # Adam's beta1 and beta2
-    iw_samples: int = 100  # k of the importance-weighted test NLL in metrics.json (0: skip)
-    iw_images: int = 1000  # test images the importance-weighted NLL is averaged over
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.iw_samples < 0 or self.iw_images < 1:
-            raise ValueError(f"iw_samples must be >= 0 and iw_images >= 1, got {self.iw_samples}, {self.iw_images}")
+    iw_samples: Annotated[int, at.Interval(ge=0, le=100_000)] = 100  # k of the importance-weighted test NLL in metrics.json (0: skip)
+    iw_images: Annotated[int, at.Interval(ge=1, le=10**6)] = 1000  # test images the importance-weighted NLL is averaged over
 
 
 class VAEStep(GenerativeStep):
