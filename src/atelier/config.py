@@ -182,7 +182,8 @@ def check_value(value: Any, hint: Any, name: str) -> Any:
             return int(value)
         if isinstance(value, int) and not isinstance(value, bool):
             return value
-        raise ConfigError(f"{name} must be a whole number, got {_kind(value)}", field=name)
+        finite = isinstance(value, float) and not math.isfinite(value)
+        raise ConfigError(f"{name} must be a {'finite ' if finite else ''}whole number, got {_kind(value)}", field=name)
     if hint is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             if not math.isfinite(value):
@@ -507,6 +508,20 @@ def add_dataclass_arguments(group: Any, cls: type, *, exclude: Iterable[str] = (
 def given_arguments(args: Any, dests: Iterable[str]) -> dict[str, Any]:
     """The values of ``dests`` that were given on the command line (flags default to None)."""
     return {k: getattr(args, k) for k in dests if getattr(args, k, None) is not None}
+
+
+def check_fields(cls: type, values: Mapping[str, Any], where: str) -> None:
+    """Check ``values`` (some of ``cls``'s fields, e.g. one section of a config file) against the fields'
+    declared types and ranges, naming ``where`` they came from: ``run.toml [model]: g_width must be ...``.
+    (Rules relating several fields are checked when the config is built from all its sources.)"""
+    hints = _field_hints(cls)
+    for key, value in values.items():
+        if key not in hints:
+            raise ConfigError(f"{where}: unknown setting {key!r} (not a field of {cls.__name__})", field=str(key))
+        try:
+            check_value(value, hints[key], key)
+        except ConfigError as exc:
+            raise ConfigError(f"{where}: {exc}", field=exc.field) from None
 
 
 def split_settings(settings: dict[str, Any], *classes: type) -> list[dict[str, Any]]:

@@ -325,3 +325,11 @@ def test_config_file_errors_name_the_problem(tmp_path: Path, capsys) -> None:
     assert "width" in capsys.readouterr().err
     assert main(["train", "gan", "--config", str(tmp_path / "missing.toml"), "--out", str(tmp_path / "r")]) == 2
     assert "missing.toml" in capsys.readouterr().err
+    # a bad value in the file is named as in the file (section and key), even when a flag overrides it
+    bad.write_text("[model]\ng_width = -3\n[train]\nsteps = 1e400\n")
+    assert main(["train", "gan", "--config", str(bad), "--g-width", "8", "--out", str(tmp_path / "r")]) == 2
+    assert "bad.toml [model]: g_width must be between 1 and 65,536, got -3" in capsys.readouterr().err
+    bad.write_text("[train]\nsteps = inf\n")
+    assert main(["train", "gan", "--config", str(bad), "--out", str(tmp_path / "r")]) == 2
+    assert "bad.toml [train]: steps must be a finite whole number, got inf" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()  # nothing was started

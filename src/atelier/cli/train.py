@@ -13,7 +13,14 @@ import sys
 from pathlib import Path
 
 from atelier.data.base import DataError
-from atelier.config import add_dataclass_arguments, from_dict, given_arguments, in_flags, load_config_file
+from atelier.config import (
+    add_dataclass_arguments,
+    check_fields,
+    from_dict,
+    given_arguments,
+    in_flags,
+    load_config_file,
+)
 from atelier.models.registry import Family, get_family, list_families, list_models, model_family
 
 FORMATTER = argparse.RawDescriptionHelpFormatter
@@ -100,6 +107,8 @@ def _cmd_train(args) -> int:
         if args.resume:
             print(f"note: {args.out} has no checkpoint yet; starting a new run", file=sys.stderr)
         file = load_config_file(args.config) if args.config else {}
+        for section, cls in (("data", family.data_config), ("model", family.model_config), ("train", family.train_config)):
+            check_fields(cls, file.get(section) or {}, f"{args.config} [{section}]")  # named as in the file, not as flags
         train = {**(file.get("train") or {}), **overrides}
         _explicit_schedule_note(family, file.get("train") or {}, train)
         data = {**(file.get("data") or {}), **given_arguments(args, dests["data"])}

@@ -20,7 +20,7 @@ from typing import Annotated
 import annotated_types as at
 import torch
 
-from atelier.config import check_value
+from atelier.config import Seed, check_value
 from atelier.data.base import to_uint8
 from atelier.models.latents import check_truncation
 
@@ -58,6 +58,7 @@ def iter_samples(
     model; otherwise the classes cycle 0, 1, ..., K-1 so every class is shown. Every argument is
     checked before the first batch is drawn."""
     n = check_sample_count(n)
+    seed = check_value(seed, Seed, "seed")
     truncation = check_truncation(truncation)
     if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
