@@ -58,7 +58,8 @@ def from_dict(cls: type[T], data: Any) -> T:
     hints = _field_hints(cls)
     kwargs: dict[str, Any] = {}
     for key, value in data.items():
-        hint = _unwrap_optional(typing.get_type_hints(cls).get(key))
+        hint = _unwrap_optional(typing.get_origin(hints[key]) is typing.Annotated
+                                and typing.get_args(hints[key])[0] or hints[key])
         if dataclasses.is_dataclass(hint) and value is not None:
             try:
                 value = from_dict(hint, value)  # type: ignore[arg-type]
