@@ -15,6 +15,10 @@ install: $(VENV)/.installed
 demo: $(VENV)/.installed
 	$(BIN)/atelier demo
 
+# the studio on the demo's models (run `make demo` first), offline, at http://127.0.0.1:8000/
+studio: $(VENV)/.installed
+	$(BIN)/atelier serve --models atelier-demo
+
 test: $(VENV)/.installed
 	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -m "not slow" -q
@@ -22,4 +26,4 @@ test: $(VENV)/.installed
 test-slow: $(VENV)/.installed
 	$(BIN)/python -m pytest -m slow -q
 
-.PHONY: install demo test test-slow
+.PHONY: install demo studio test test-slow

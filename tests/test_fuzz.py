@@ -33,7 +33,8 @@ from PIL import Image
 
 from atelier.cli import build_parser, main
 
-SKIPPED = {("demo",), ("style", "weights"), ("data", "mnist-domains"), ("metrics", "fit-classifier")}
+SKIPPED = {("demo",), ("style", "weights"), ("data", "mnist-domains"), ("metrics", "fit-classifier"),
+           ("serve", "worker")}  # a worker runs until stopped: its arguments are tested in tests/serve
 CASE_SECONDS = 120  # a case taking longer is a hang (the slowest legitimate case here takes a few seconds)
 PEAK_RSS_BYTES = 8 * 2**30
 
@@ -119,7 +120,19 @@ def base_args(command: tuple[str, ...], world: dict[str, Path], out: Path, famil
         ("stylize",): [str(w["image"]), "--model", str(w["run-fast-style"]), "--quiet", "-o", o],
         ("models",): [],
         ("metrics", "extractors"): [],
+        ("serve", "token", "create"): ["fuzzer", "--db", o + ".sqlite"],
+        ("serve", "token", "list"): ["--db", o + ".sqlite"],
+        ("serve", "ratings", "export"): ["--out", o + ".jsonl", "--db", o + ".sqlite"],
     }
+    if command == ("serve", "token", "revoke"):  # a token to revoke
+        from atelier.serve import auth
+        from atelier.serve.db import Database
+
+        table[command] = [auth.create_token(Database(o + ".sqlite"), "fuzzer", ["read"]).key_id, "--db", o + ".sqlite"]
+    if command == ("serve", "ratings", "import"):
+        out.parent.mkdir(parents=True, exist_ok=True)
+        Path(o + ".in.jsonl").write_text('{"item_id": "a:1", "rater_id": "r", "question": "q", "score": 1}\n')
+        table[command] = [o + ".in.jsonl", "--db", o + ".sqlite"]
     for family in ("gan", "vae", "cyclegan", "fast-style"):
         table[("train", family)] = [*family_args(family), "--out", o, "--steps", "1", "--no-progress",
                                     "--no-tensorboard"]
@@ -140,7 +153,7 @@ def values(world: dict[str, Path]) -> st.SearchStrategy[str]:
 
 def flag_strategy(parser: argparse.ArgumentParser, world: dict[str, Path]) -> st.SearchStrategy[list[str]]:
     options = [a for a in parser._actions if a.option_strings and not isinstance(a, argparse._HelpAction)
-               and a.dest not in ("out", "out_dir", "quiet", "progress", "tensorboard")]
+               and a.dest not in ("out", "out_dir", "quiet", "progress", "tensorboard", "db", "ratings_db")]  # created where they point
     if not options:
         return st.just([])
 

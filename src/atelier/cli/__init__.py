@@ -74,11 +74,32 @@ def _cmd_evaluate(args) -> int:
             print(f"stopped by {stop.name} before the report was written: nothing was written", file=sys.stderr)
             return stop.exit_code
         print(result.table())
+        if args.ratings_db:
+            print(_human_ratings(args.ratings_db, Path(args.input).name))
         page = write_evaluation_report(result, args.out)  # a signal now waits for the report to be complete
     print(f"metrics: {Path(args.out) / 'metrics.json'}   report: {page}")
     if stop.requested:
         print(f"{stop.name} came while the report was written; it is complete", file=sys.stderr)
     return stop.exit_code
+
+
+def _human_ratings(db_url: str, name: str) -> str:
+    """The studio's human numbers (Bradley-Terry leaderboard, fraction judged real) as text, ``name`` marked."""
+    from atelier.serve.db import Database
+    from atelier.serve.ratings import board, realness
+
+    db = Database(db_url)
+    rows, real = board(db, n_boot=500), realness(db)
+    lines = [f"human ratings ({db.describe()}): Bradley-Terry score [95% interval], votes"]
+    for r in rows:
+        mark = "  <- this model" if r["model"] == name else ""
+        lines.append(f"  {r['rank']:2d}. {r['model']:24s} {r['score']:+.3f} [{r['low']:+.3f}, {r['high']:+.3f}] "
+                     f"{r['votes']:5d}{mark}")
+    for source, v in sorted(real["sources"].items()):
+        lines.append(f"  judged real: {source:22s} {v['fraction']:.3f} [{v['low']:.3f}, {v['high']:.3f}] of {v['n']}")
+    if len(lines) == 1:
+        lines.append("  no votes yet")
+    return "\n".join(lines)
 
 
 def _cmd_fit_classifier(args) -> int:
@@ -131,6 +152,8 @@ def _add_evaluate(sub) -> None:
     e.add_argument("--device", default=None)
     e.add_argument("--no-cache", action="store_true", help="recompute the real reference statistics")
     e.add_argument("--quiet", action="store_true", help="no progress bars")
+    e.add_argument("--ratings-db", default=None,
+                   help="the studio's database (path or URL): show its human ratings beside the metrics")
     e.set_defaults(func=_cmd_evaluate)
 
     m = sub.add_parser("metrics", help="feature extractors for evaluation")
@@ -213,6 +236,10 @@ def build_parser() -> argparse.ArgumentParser:
     from atelier.cli.style import add_style_parsers
 
     add_style_parsers(sub)  # stylize, style train, style weights
+
+    from atelier.cli.serve import add_serve_parser
+
+    add_serve_parser(sub)  # serve, serve token|worker|ratings
 
     m = sub.add_parser("models", help="list the model families and their registered models (presets)")
     m.set_defaults(func=_cmd_models)

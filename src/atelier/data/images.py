@@ -128,8 +128,18 @@ def read_image(path: str | os.PathLike, *, size: int | None = None, max_pixels: 
     p = Path(path).expanduser()
     if not p.is_file():
         raise FileNotFoundError(f"image not found: {p}")
+    return _read_photo(p, str(p), size, max_pixels)
+
+
+def read_image_bytes(data: bytes, *, name: str = "the upload", size: int | None = None,
+                     max_pixels: int | None = MAX_PIXELS) -> torch.Tensor:
+    """:func:`read_image` for the bytes of an image file (an upload); errors name ``name``."""
+    return _read_photo(io.BytesIO(data), name, size, max_pixels)
+
+
+def _read_photo(source, name: str, size: int | None, max_pixels: int | None) -> torch.Tensor:
     try:
-        with strict_pil(), Image.open(p, formats=_FORMATS) as im:
+        with strict_pil(), Image.open(source, formats=_FORMATS) as im:
             w, h = im.size
             if max_pixels is not None and w * h > max_pixels:
                 raise DataError(f"declares {w}x{h} pixels, over the limit of {max_pixels:,}")
@@ -145,9 +155,9 @@ def read_image(path: str | os.PathLike, *, size: int | None = None, max_pixels: 
                     im = im.resize(new, Image.Resampling.LANCZOS, reducing_gap=3.0)
             array = np.asarray(im)
     except DataError as exc:
-        raise DataError(f"{p}: {exc}") from exc
+        raise DataError(f"{name}: {exc}") from exc
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise DataError(f"{p}: not a readable image ({type(exc).__name__}: {exc})") from exc
+        raise DataError(f"{name}: not a readable image ({type(exc).__name__}: {exc})") from exc
     return torch.from_numpy(array.copy()).permute(2, 0, 1).float() / 255.0
 
 

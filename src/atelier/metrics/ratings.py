@@ -10,6 +10,10 @@ Each rating names the model that made the item (``"real"`` for real images shown
 the aggregates are per model: :func:`summarize_scores` (mean, spread, bootstrap interval) and
 :func:`preference_win_rates` (wins over comparisons with a Wilson interval).
 
+For a ratings service working on plain tuples: :func:`bradley_terry` fits model strengths to
+pairwise outcomes (left, right or tie), :func:`leaderboard` ranks the models with bootstrap
+intervals, and :func:`real_fraction` tallies a "real or generated?" test (HYPE-infinity).
+
 :class:`RatingStore` keeps ratings in an append-only JSON-lines file, one rating per line: easy to
 inspect, to diff and to merge, robust to crashes (at worst the last line is cut short, and it is
 skipped), and never unpickled. Ratings are facts about what people said; nothing rewrites them.
@@ -349,3 +353,323 @@ def preference_win_rates(ratings: Iterable[Rating], question: str | None = None,
             wins[model] += r.choice == item
     return {m: WinRate(wins[m], n, wins[m] / n, *wilson_interval(wins[m], n, confidence))
             for m, n in comparisons.items()}
+
+
+# --- pairwise comparisons: Bradley-Terry strengths and a bootstrapped leaderboard ---------------------
+
+_OUTCOMES = ("left", "right", "tie")
+
+
+def _comparison_votes(comparisons: Iterable[tuple[str, str, str]]
+                      ) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:
+    """The models (sorted) and the votes as index arrays: left, right, outcome (0 left, 1 right, 2 tie).
+
+    Every model named is kept, but a comparison of a model with itself says nothing about models
+    and is dropped (as in :func:`preference_win_rates`).
+    """
+    named: set[str] = set()
+    votes: list[tuple[str, str, int]] = []
+    for vote in comparisons:
+        try:
+            left, right, outcome = vote
+        except (TypeError, ValueError):
+            raise ValueError(f"a comparison is (left_model, right_model, outcome), got {vote!r}") from None
+        _nonempty("left model", left)
+        _nonempty("right model", right)
+        if not isinstance(outcome, str) or outcome not in _OUTCOMES:
+            raise ValueError(f"outcome must be one of {', '.join(_OUTCOMES)}, got {outcome!r}")
+        named.update((left, right))
+        if left != right:
+            votes.append((left, right, _OUTCOMES.index(outcome)))
+    models = sorted(named)
+    index = {m: i for i, m in enumerate(models)}
+    left_i = np.array([index[v[0]] for v in votes], dtype=np.intp)
+    right_i = np.array([index[v[1]] for v in votes], dtype=np.intp)
+    return models, left_i, right_i, np.array([v[2] for v in votes], dtype=np.intp)
+
+
+def _bt_check(ties: str, prior: float, max_iter: int, tol: float) -> None:
+    if ties not in ("half", "drop"):
+        raise ValueError(f"ties must be 'half' or 'drop', got {ties!r}")
+    if not (math.isfinite(prior) and prior >= 0) or max_iter < 1 or not tol > 0:
+        raise ValueError(f"need prior >= 0, max_iter >= 1 and tol > 0, got {prior}, {max_iter}, {tol}")
+
+
+def _vote_types(left: np.ndarray, right: np.ndarray, outcome: np.ndarray, n: int,
+                ties: str) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct kinds of vote, as codes ``(left * n + right) * 3 + outcome``, and their counts.
+
+    With ``ties="drop"`` tie votes are left out: they take no part in the fit.
+    """
+    keep = outcome != 2 if ties == "drop" else np.ones(len(outcome), dtype=bool)
+    return np.unique((left[keep] * n + right[keep]) * 3 + outcome[keep], return_counts=True)
+
+
+def _win_matrices(counts: np.ndarray, codes: np.ndarray, n: int, prior: float) -> np.ndarray:
+    """Win matrices ``W[b, i, j]`` (wins of i over j, ties as half a win to each side) of shape (B, k, k).
+
+    ``counts`` (B, T) holds how often each vote kind of ``codes`` (T,) occurs in each of B data
+    sets. With ``prior > 0`` index 0 is a reference player against which every model has
+    ``prior`` virtual ties, and the models follow at 1..n (k = n + 1); otherwise k = n.
+    """
+    off = 1 if prior > 0 else 0
+    k = n + off
+    pair, outcome = np.divmod(codes, 3)
+    i, j = np.divmod(pair, n)
+    i, j = i + off, j + off
+    # each vote kind adds its count (times a weight) to one or two cells: i over j, j over i
+    cells = np.concatenate([i * k + j, j * k + i])
+    weight = np.concatenate([np.select([outcome == 0, outcome == 2], [1.0, 0.5], 0.0),
+                             np.select([outcome == 1, outcome == 2], [1.0, 0.5], 0.0)])
+    source = np.concatenate([np.arange(len(codes))] * 2)
+    flat = np.zeros((k * k, counts.shape[0]))
+    np.add.at(flat, cells, (counts[:, source] * weight).T)
+    wins = np.ascontiguousarray(flat.T).reshape(-1, k, k)
+    if off:
+        wins[:, 0, 1:] = wins[:, 1:, 0] = prior / 2
+    return wins
+
+
+def _bt_fit(wins: np.ndarray, max_iter: int, tol: float) -> np.ndarray:
+    """Maximum-likelihood log-strengths (B, k) for win matrices (B, k, k), player 0 held at 0.
+
+    Newton's method on the concave log-likelihood, with step halving wherever a full step would
+    lower it; all B fits run together. Stops when no log-strength moves by ``tol`` or more. The
+    information matrix must be invertible once player 0 is removed: every player connected to 0.
+    """
+    batch, k, _ = wins.shape
+    games = wins + wins.transpose(0, 2, 1)
+    won = wins.sum(2)
+    theta = np.zeros((batch, k))
+
+    def loglik(theta: np.ndarray) -> np.ndarray:
+        diff = theta[:, :, None] - theta[:, None, :]
+        return -(wins * np.logaddexp(0.0, -diff)).sum((1, 2))  # sum of W_ij log P(i beats j)
+
+    current = loglik(theta)
+    diagonal = np.arange(k)
+    for _ in range(max_iter):
+        p = 0.5 * (1.0 + np.tanh((theta[:, :, None] - theta[:, None, :]) / 2))  # P(i beats j), stably
+        grad = won - (games * p).sum(2)
+        weight = games * p * p.transpose(0, 2, 1)
+        info = -weight
+        info[:, diagonal, diagonal] += weight.sum(2)  # a weighted graph Laplacian
+        step = np.zeros_like(theta)
+        step[:, 1:] = np.linalg.solve(info[:, 1:, 1:], grad[:, 1:, None])[..., 0]
+        scale = np.ones(batch)
+        for _ in range(60):
+            candidate = theta + scale[:, None] * step
+            value = loglik(candidate)
+            worse = value < current - 1e-12 * (1.0 + np.abs(current))
+            if not worse.any():
+                break
+            scale = np.where(worse, scale / 2, scale)
+        theta, current = candidate, value
+        if np.abs(scale[:, None] * step).max() < tol:
+            return theta
+    warnings.warn(f"Bradley-Terry fit did not converge in {max_iter} iterations (tol={tol:g})",
+                  RuntimeWarning, stacklevel=3)
+    return theta
+
+
+def _strongly_connected(wins: np.ndarray) -> bool:
+    """Whether every player has beaten (or tied), through some chain, every other: (k, k) wins."""
+    reach = (wins > 0) | np.eye(len(wins), dtype=bool)
+    for _ in range(max(1, int(math.ceil(math.log2(len(wins)))))):
+        reach = reach | ((reach.astype(np.int64) @ reach.astype(np.int64)) > 0)
+    return bool(reach.all())
+
+
+def _bt_scores(counts: np.ndarray, codes: np.ndarray, n: int, prior: float, max_iter: int,
+               tol: float) -> np.ndarray:
+    """Centred log-strengths (B, n) of the n models for B data sets of vote-kind ``counts`` (B, T)."""
+    wins = _win_matrices(counts, codes, n, prior)
+    if prior == 0 and not _strongly_connected(wins[0]):
+        raise ValueError("the maximum-likelihood strengths do not exist: some model won (or lost) every "
+                         "comparison against a group of others, or the models fall into groups never "
+                         "compared; use prior > 0")
+    theta = _bt_fit(wins, max_iter, tol)[:, 1 if prior > 0 else 0:]
+    return theta - theta.mean(1, keepdims=True)
+
+
+def bradley_terry(comparisons: Iterable[tuple[str, str, str]], *, ties: Literal["half", "drop"] = "half",
+                  prior: float = 1.0, max_iter: int = 100, tol: float = 1e-10) -> dict[str, float]:
+    """Bradley-Terry strengths of the models from pairwise outcomes, as centred log-strengths.
+
+    ``comparisons`` holds ``(left_model, right_model, outcome)`` with ``outcome`` one of
+    ``"left"``, ``"right"`` (the side preferred) and ``"tie"`` (the service maps "both good" and
+    "both bad" to a tie). The model is ``P(i preferred to j) = 1 / (1 + exp(s_j - s_i))``: a score
+    is a log-strength on the logit scale, so ``s_i - s_j`` is the log-odds of i being preferred to
+    j (a difference of ``log 3`` means 3 to 1). Scores are centred to mean 0 over the models: only
+    differences mean anything. With ``ties="half"`` a tie counts as half a win to each side (the
+    scale stays that of the decisive votes only if ties are rare or balanced); ``ties="drop"``
+    leaves ties out of the fit.
+
+    ``prior`` is a weak symmetric regularisation: every model plays ``prior`` virtual ties against
+    a reference model of log-strength 0 (half a virtual win, half a virtual loss; the reference is
+    left out of the result). It keeps the scores finite when a model won or lost all its
+    comparisons, and ties groups of models never compared with each other to a common level
+    (both centred near 0); its pull is that of ``prior`` votes per model, negligible for a model with
+    dozens of votes. ``prior=0`` gives the plain maximum-likelihood fit, which exists only when
+    every model has beaten or tied every other through some chain of comparisons; ValueError
+    otherwise.
+
+    Fit by Newton's method with step halving (the log-likelihood is concave), to ``tol`` in every
+    score; deterministic and independent of the order of the comparisons. Comparisons of a model
+    with itself are dropped, but the model is kept. Returns ``{model: score}`` in model-name order;
+    ``{}`` for no comparisons and ``{model: 0.0}`` for a single model.
+    """
+    _bt_check(ties, prior, max_iter, tol)
+    models, left, right, outcome = _comparison_votes(comparisons)
+    if not models:
+        return {}
+    if len(models) == 1:
+        return {models[0]: 0.0}
+    codes, counts = _vote_types(left, right, outcome, len(models), ties)
+    scores = _bt_scores(counts[None, :].astype(np.float64), codes, len(models), prior, max_iter, tol)[0]
+    return {model: float(score) for model, score in zip(models, scores)}
+
+
+@dataclass(frozen=True)
+class LeaderboardRow:
+    """One model on a :func:`leaderboard`."""
+
+    model: str
+    score: float  # centred Bradley-Terry log-strength (see bradley_terry)
+    low: float  # percentile bootstrap interval of the score
+    high: float
+    votes: int  # comparisons with another model (self-comparisons are not counted)
+    wins: int
+    losses: int
+    ties: int
+    rank: int  # 1 for the best: the position by score, equal scores broken by model name
+
+
+def leaderboard(comparisons: Iterable[tuple[str, str, str]], *, n_boot: int = 1000, confidence: float = 0.95,
+                seed: int = 0, ties: Literal["half", "drop"] = "half", prior: float = 1.0,
+                max_iter: int = 100, tol: float = 1e-10) -> list[LeaderboardRow]:
+    """The models ranked by Bradley-Terry score, best first, with bootstrap intervals and vote counts.
+
+    Scores are those of :func:`bradley_terry` (same ``ties``, ``prior``, ``max_iter``, ``tol``).
+    The interval resamples the votes with replacement ``n_boot`` times, refits, and takes the
+    percentiles of each model's centred score. Resampling the vote list is done exactly, and fast,
+    as a multinomial draw of how often each distinct kind of vote (left model, right model,
+    outcome) appears, from ``numpy.random.default_rng(seed)``; the result does not depend on the
+    order of the comparisons. The votes are treated as independent (several votes of one rater
+    are not quite, so the true uncertainty is likely larger). ``prior`` must be > 0 here: a
+    resample can leave a model with only wins. A single model gets score 0 and interval [0, 0].
+    """
+    _bt_check(ties, prior, max_iter, tol)
+    if not 0 < confidence < 1 or n_boot < 1 or prior <= 0:
+        raise ValueError(f"need 0 < confidence < 1, n_boot >= 1 and prior > 0, got {confidence}, {n_boot}, "
+                         f"{prior}")
+    models, left, right, outcome = _comparison_votes(comparisons)
+    n = len(models)
+    if not n:
+        return []
+    codes, counts = _vote_types(left, right, outcome, n, ties)
+    if n == 1:
+        score, low, high = np.zeros(1), np.zeros(1), np.zeros(1)
+    else:
+        score = _bt_scores(counts[None, :].astype(np.float64), codes, n, prior, max_iter, tol)[0]
+        rng = np.random.default_rng(seed)
+        total = int(counts.sum())
+        probs = counts / total
+        chunk = max(1, 2**21 // (n + 1) ** 2)  # bound memory to ~100 MB of matrices
+        boot = []
+        for start in range(0, n_boot, chunk):
+            draws = rng.multinomial(total, probs, size=min(chunk, n_boot - start)).astype(np.float64)
+            boot.append(_bt_scores(draws, codes, n, prior, max_iter, tol))
+        tail = (1 - confidence) / 2
+        low, high = np.quantile(np.concatenate(boot), [tail, 1 - tail], axis=0)
+    # counts per model over all votes with another model, ties included whatever ``ties`` says
+    wins = np.bincount(left[outcome == 0], minlength=n) + np.bincount(right[outcome == 1], minlength=n)
+    losses = np.bincount(left[outcome == 1], minlength=n) + np.bincount(right[outcome == 0], minlength=n)
+    tie_counts = np.bincount(left[outcome == 2], minlength=n) + np.bincount(right[outcome == 2], minlength=n)
+    order = sorted(range(n), key=lambda m: (-score[m], models[m]))
+    return [LeaderboardRow(models[m], float(score[m]), float(low[m]), float(high[m]),
+                           int(wins[m] + losses[m] + tie_counts[m]), int(wins[m]), int(losses[m]),
+                           int(tie_counts[m]), rank)
+            for rank, m in enumerate(order, start=1)]
+
+
+# --- "real or generated?": the fraction judged real, and HYPE-infinity error rates --------------------
+
+
+@dataclass(frozen=True)
+class JudgedReal:
+    """How often the images of one source were judged real."""
+
+    judged_real: int
+    n: int  # judgements
+    fraction: float  # judged_real / n
+    low: float  # Wilson score interval of the fraction
+    high: float
+
+
+@dataclass(frozen=True)
+class HypeScore:
+    """HYPE-infinity for one model: how often raters were wrong, on its images and on the real ones.
+
+    0.5 means raters cannot tell the model from real images (chance, with as many real as generated
+    images shown); lower is easier to tell apart; above 0.5 the generated images look more real
+    than the real ones.
+    """
+
+    errors: int  # the model's images judged real + real images judged fake
+    n: int  # judgements of the model's images + judgements of the real images
+    error_rate: float  # errors / n, the HYPE-infinity score
+    low: float  # Wilson score interval of error_rate
+    high: float
+    balanced_error_rate: float  # mean of the two error rates (fakes judged real, reals judged fake):
+    #                             weighs both alike, however many real controls were shown
+
+
+@dataclass(frozen=True)
+class RealFraction:
+    """The result of :func:`real_fraction`.
+
+    ``sources`` has one entry per source, ``"real"`` (the real controls) included; ``hype`` has
+    one per model (every source but ``"real"``) and is empty when no real controls were judged.
+    """
+
+    sources: dict[str, JudgedReal]
+    hype: dict[str, HypeScore]
+
+
+def real_fraction(judgements: Iterable[tuple[str, bool]], *, confidence: float = 0.95) -> RealFraction:
+    """Tallies of a "real or generated?" test (HYPE, Zhou et al. 2019) per source of images.
+
+    ``judgements`` holds ``(source, said_real)``: ``source`` is ``"real"`` for a real image or the
+    name of the model that made it, ``said_real`` whether the rater judged it real (a bool). Per
+    source: the fraction judged real, with a Wilson interval (:func:`wilson_interval`). Per model,
+    when real controls were judged: the HYPE-infinity error rate, (the model's images judged real +
+    real images judged fake) / (judgements of both), pooled over all the real controls. Intervals
+    treat judgements as independent (several by one rater are not quite). Sources are in name order.
+    """
+    if not 0 < confidence < 1:
+        raise ValueError(f"need 0 < confidence < 1, got {confidence}")
+    real: dict[str, int] = defaultdict(int)
+    total: dict[str, int] = defaultdict(int)
+    for judgement in judgements:
+        try:
+            source, said_real = judgement
+        except (TypeError, ValueError):
+            raise ValueError(f"a judgement is (source, said_real), got {judgement!r}") from None
+        _nonempty("source", source)
+        if not isinstance(said_real, (bool, np.bool_)):
+            raise ValueError(f"said_real must be a bool, got {said_real!r}")
+        total[source] += 1
+        real[source] += bool(said_real)
+    sources = {s: JudgedReal(real[s], total[s], real[s] / total[s], *wilson_interval(real[s], total[s], confidence))
+               for s in sorted(total)}
+    hype = {}
+    if "real" in total:
+        reals_missed, n_real = total["real"] - real["real"], total["real"]
+        for s in sources:
+            if s == "real":
+                continue
+            errors, n = real[s] + reals_missed, total[s] + n_real
+            hype[s] = HypeScore(errors, n, errors / n, *wilson_interval(errors, n, confidence),
+                                (real[s] / total[s] + reals_missed / n_real) / 2)
+    return RealFraction(sources, hype)

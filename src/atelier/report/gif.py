@@ -21,7 +21,17 @@ def boomerang_frames(frames: torch.Tensor) -> torch.Tensor:
 
 def save_gif(frames: torch.Tensor, path: str | Path, *, duration_ms: int = 80, loop: int = 0,
              scale: int | None = None, boomerang: bool = True) -> Path:
-    """Write frames (T, C, H, W), uint8 or float in [-1, 1], as an animated GIF.
+    """Write frames (T, C, H, W), uint8 or float in [-1, 1], as an animated GIF (see :func:`gif_bytes`)."""
+    from atelier.io import atomic_write_bytes
+
+    atomic_write_bytes(Path(path), gif_bytes(frames, duration_ms=duration_ms, loop=loop, scale=scale,
+                                             boomerang=boomerang))
+    return Path(path)
+
+
+def gif_bytes(frames: torch.Tensor, *, duration_ms: int = 80, loop: int = 0, scale: int | None = None,
+              boomerang: bool = True) -> bytes:
+    """Frames (T, C, H, W), uint8 or float in [-1, 1], as the bytes of an animated GIF.
 
     Args:
         duration_ms: display time of each frame.
@@ -32,8 +42,6 @@ def save_gif(frames: torch.Tensor, path: str | Path, *, duration_ms: int = 80, l
     Colour frames are quantised to 256 colours (a GIF limit). The GIF encoder merges consecutive
     identical frames into one longer frame, so a sequence with repeats reports fewer frames.
     """
-    from atelier.io import atomic_write_bytes
-
     frames = torch.as_tensor(frames)
     if frames.dim() != 4 or frames.shape[0] < 1 or frames.shape[1] not in (1, 3):
         raise ValueError(f"frames must be a (T, C, H, W) tensor with T >= 1 and C in (1, 3), got {tuple(frames.shape)}")
@@ -54,5 +62,4 @@ def save_gif(frames: torch.Tensor, path: str | Path, *, duration_ms: int = 80, l
     buf = io.BytesIO()
     pictures[0].save(buf, format="GIF", save_all=True, append_images=pictures[1:], duration=int(duration_ms),
                      loop=int(loop), disposal=1)
-    atomic_write_bytes(Path(path), buf.getvalue())
-    return Path(path)
+    return buf.getvalue()

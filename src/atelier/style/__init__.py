@@ -44,7 +44,8 @@ def stylize_gatys(content: ImageLike, style: ImageLike | Sequence[ImageLike], cf
                   mask: ImageLike | None = None, weights: str | os.PathLike | None = None, download: bool = True,
                   verify: bool = True, sha256: str | None = None, fallback: bool = True,
                   device: str | torch.device = "cpu", progress: bool = True,
-                  features: torch.nn.Module | None = None, should_stop: ShouldStop | None = None) -> GatysResult:
+                  features: torch.nn.Module | None = None, should_stop: ShouldStop | None = None,
+                  on_frame=None) -> GatysResult:
     """Gatys transfer from files or tensors; returns the full :class:`GatysResult` (image, history, frames).
 
     The VGG weights come from ``weights``, ``download``, ``verify``, ``sha256``, ``fallback`` (see
@@ -64,6 +65,7 @@ def stylize_gatys(content: ImageLike, style: ImageLike | Sequence[ImageLike], cf
         device=device,
         progress=progress,
         should_stop=should_stop,
+        on_frame=on_frame,
     )
 
 

@@ -190,7 +190,8 @@ def _as_batch(image: torch.Tensor, name: str) -> torch.Tensor:
 
 def _optimise(x: torch.Tensor, objective: StyleLoss, cfg: GatysConfig, steps: int, size: int, *,
               is_final: bool, history: list, frames: list, out_hw: tuple[int, int], bar,
-              should_stop: ShouldStop | None = None) -> tuple[torch.Tensor, bool]:
+              should_stop: ShouldStop | None = None,
+              on_frame: Callable[[torch.Tensor], None] | None = None) -> tuple[torch.Tensor, bool]:
     """Run ``steps`` iterations of the configured optimiser on the pixels ``x`` (1, 3, h, w); returns the
     image and whether ``should_stop`` ended the loop early (it is asked before each iteration)."""
     x = x.detach().clone().requires_grad_(True)
@@ -231,6 +232,8 @@ def _optimise(x: torch.Tensor, objective: StyleLoss, cfg: GatysConfig, steps: in
         bar.set_postfix(size=size, loss=f"{record['loss']:.4g}")
         if cfg.frame_every and len(history) % cfg.frame_every == 0:
             frames.append(F.interpolate(x.detach().clamp(0, 1), size=out_hw, mode="bilinear", align_corners=False)[0])
+            if on_frame is not None:
+                on_frame(frames[-1])
         if is_final and cfg.target_loss is not None and record["loss"] <= cfg.target_loss:
             break
     if steps and cfg.optimizer == "lbfgs":
@@ -248,6 +251,7 @@ def gatys_transfer(
     device: str | torch.device = "cpu",
     progress: bool = True,
     should_stop: ShouldStop | None = None,
+    on_frame: Callable[[torch.Tensor], None] | None = None,
 ) -> GatysResult:
     """Stylise ``content`` with one or more ``styles`` by optimising the output image.
 
@@ -259,6 +263,8 @@ def gatys_transfer(
         mask: optional (H, W) or (1, H, W) map in [0, 1]: where style applies (1) and where the
             content is kept (0); resized to the output.
         device: where to optimise.
+        on_frame: called with each intermediate frame (3, H, W) in [0, 1] as it is recorded (every
+            ``cfg.frame_every`` iterations), e.g. to show previews while the optimisation runs.
         should_stop: asked before every iteration; when it returns True the optimisation ends there
             and the result (``stopped=True``) holds the best image so far, at the output size.
     """
@@ -313,7 +319,8 @@ def gatys_transfer(
             else:
                 x = F.interpolate(x, size=hw, mode="bicubic", align_corners=False).clamp(0, 1)
             x, stopped = _optimise(x, objective, cfg, steps, size, is_final=level == len(sizes) - 1,
-                                   history=history, frames=frames, out_hw=out_hw, bar=bar, should_stop=should_stop)
+                                   history=history, frames=frames, out_hw=out_hw, bar=bar, should_stop=should_stop,
+                                   on_frame=on_frame)
             if stopped:  # the coarser result so far is brought to the output size below
                 break
     out = x.cpu()

@@ -1,0 +1,204 @@
+"""``atelier serve``: the studio (HTTP API and web page), its tokens, its workers and its ratings."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+DEMO_DIR = "atelier-demo"
+
+
+def _settings(args, **extra):
+    from atelier.serve.settings import ServeConfig
+
+    kwargs = {k: getattr(args, k) for k in ("db", "workers", "max_batch", "max_wait_ms", "device")
+              if getattr(args, k, None) is not None}
+    kwargs.setdefault("models", tuple(getattr(args, "models", None) or ()))
+    return ServeConfig(**{**kwargs, **extra})
+
+
+def _database(args):
+    from atelier.serve.db import Database
+    from atelier.serve.settings import default_db_url
+
+    return Database(args.db or default_db_url())
+
+
+def _no_models_advice(where: list[str]) -> str:
+    looked = ", ".join(where) if where else f"./{DEMO_DIR} (the default)"
+    return (f"no models found in {looked}. Train some first: `make demo` (about 15 minutes, offline) writes "
+            f"{DEMO_DIR}/, then `atelier serve --models {DEMO_DIR}` (or `make studio`); or `atelier train gan "
+            "--out runs/gan` and `atelier serve --models runs`")
+
+
+def _cmd_serve(args) -> int:
+    import uvicorn
+
+    from atelier.serve import auth
+    from atelier.serve.app import create_app
+    from atelier.serve.catalog import Catalog
+
+    roots = list(args.models or ([DEMO_DIR] if Path(DEMO_DIR).is_dir() else []))
+    if not roots:
+        print(f"atelier serve: {_no_models_advice([])}", file=sys.stderr)
+        return 2
+    for root in roots:
+        if not Path(root).exists():
+            print(f"atelier serve: {root}: no such folder. {_no_models_advice(roots)}", file=sys.stderr)
+            return 2
+    settings = _settings(args, models=tuple(roots))
+    catalog = Catalog.from_folders(roots, settings.device)
+    if not len(catalog):
+        print(f"atelier serve: {_no_models_advice(roots)}", file=sys.stderr)
+        return 2
+    db = _database(args)
+    if not auth.has_tokens(db):
+        new = auth.create_token(db, "admin", ["admin"], label="created on first start")
+        print(f"first start: an admin token was created. It is shown this once; keep it (only its hash is stored):\n"
+              f"  admin token: {new.token}\n"
+              f"more tokens: atelier serve token create NAME --scopes read,generate,rate", flush=True)
+    app = create_app(settings, catalog=catalog, db=db)
+    print(f"studio: {len(catalog)} models ({', '.join(sorted(catalog.entries)[:8])}"
+          f"{', ...' if len(catalog) > 8 else ''}); database {db.describe()}", flush=True)
+    print(f"open http://{args.host}:{args.port}/ (API documentation at /docs, after logging in)", flush=True)
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, access_log=False)
+    return 0
+
+
+def _cmd_token_create(args) -> int:
+    from datetime import timedelta
+
+    from atelier.cli.limits import check_float
+    from atelier.serve import auth
+
+    check_float(args.expires_days, "--expires-days", high=3650)
+    new = auth.create_token(_database(args), args.name, args.scopes.split(","),
+                            models=args.models.split(",") if args.models else None, label=args.label or "",
+                            expires_in=timedelta(days=args.expires_days) if args.expires_days else None)
+    print(f"token for {new.principal} ({', '.join(new.scopes)}"
+          f"{'; models ' + ', '.join(new.models) if new.models else ''}"
+          f"{'; expires ' + new.expires_at.isoformat(timespec='minutes') if new.expires_at else ''}), shown once:")
+    print(new.token)
+    return 0
+
+
+def _cmd_token_list(args) -> int:
+    from atelier.serve import auth
+
+    rows = auth.list_tokens(_database(args))
+    if not rows:
+        print("no tokens yet (the first `atelier serve` creates an admin token)")
+    for t in rows:
+        print(f"{t['key_id']}  {t['principal']:16s} {t['state']:8s} {','.join(t['scopes']):28s} "
+              f"{'models=' + ','.join(t['models']) if t['models'] else 'all models':20s} "
+              f"created {t['created_at']:%Y-%m-%d %H:%M}"
+              f"{'  expires ' + format(t['expires_at'], '%Y-%m-%d %H:%M') if t['expires_at'] else ''}  {t['label']}")
+    return 0
+
+
+def _cmd_token_revoke(args) -> int:
+    from atelier.serve import auth
+
+    if not auth.revoke_token(_database(args), args.key_id):
+        print(f"atelier serve token revoke: no active token with key id {args.key_id!r}", file=sys.stderr)
+        return 2
+    print(f"revoked {args.key_id}; its sessions are closed")
+    return 0
+
+
+def _cmd_worker(args) -> int:
+    from atelier.serve import job_kinds  # noqa: F401 - registers what the workers run
+    from atelier.serve.catalog import Catalog
+    from atelier.serve.jobs import JobQueue
+
+    if not args.db:
+        print("atelier serve worker: --db is required (the studio's database, e.g. postgresql://host/atelier)",
+              file=sys.stderr)
+        return 2
+    settings = _settings(args)
+    catalog = Catalog.from_folders(list(args.models or []), settings.device)
+    queue = JobQueue(_database(args), catalog, settings)
+    print(f"worker {queue.worker_name}: {settings.workers} threads, {len(catalog)} models, "
+          f"database {queue.db.describe()}; Ctrl-C stops it (running jobs are queued again)", flush=True)
+    queue.run_forever(max(1, settings.workers))
+    return 0
+
+
+def _cmd_ratings_import(args) -> int:
+    from atelier.metrics.ratings import RatingStore
+    from atelier.serve.ratings import import_jsonl
+
+    ratings = RatingStore(args.file).load()
+    added = import_jsonl(_database(args), ratings)
+    print(f"imported {added} of {len(ratings)} ratings from {args.file} ({len(ratings) - added} already present)")
+    return 0
+
+
+def _cmd_ratings_export(args) -> int:
+    from atelier.io import atomic_open
+    from atelier.serve.ratings import export_jsonl
+
+    n = 0
+    with atomic_open(args.out) as f:
+        for line in export_jsonl(_database(args)):
+            f.write(line.encode())
+            n += 1
+    print(f"wrote {n} ratings to {args.out}")
+    return 0
+
+
+def add_serve_parser(sub) -> None:
+    s = sub.add_parser("serve", help="the studio: HTTP API and web page over trained models",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                       description="Serve the models found under --models (run directories and saved models, any "
+                                   "family, searched recursively) on an HTTP API with a web page. Every route but "
+                                   "/healthz and the page needs a token; the first start prints an admin token.")
+    s.add_argument("--models", nargs="+", default=None, help=f"folders of models (default: ./{DEMO_DIR})")
+    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--port", type=int, default=8000)
+    db_help = "database URL: a SQLite file path or sqlite:///..., or postgresql://... (default: $ATELIER_HOME/serve/)"
+    s.add_argument("--db", default=None, help=db_help)
+    s.add_argument("--workers", type=int, default=None, help="job worker threads in the server process (default 1)")
+    s.add_argument("--max-batch", type=int, default=None, help="dynamic batching: images per forward pass")
+    s.add_argument("--max-wait-ms", type=float, default=None, help="dynamic batching: how long a request waits")
+    s.add_argument("--device", default=None)
+    s.add_argument("--log-level", default="warning", choices=("critical", "error", "warning", "info", "debug"))
+    s.set_defaults(func=_cmd_serve)
+    ssub = s.add_subparsers(dest="serve_command", required=False, metavar="{token,worker,ratings}")
+
+    t = ssub.add_parser("token", help="create, list or revoke access tokens")
+    tsub = t.add_subparsers(dest="token_command", required=True)
+    c = tsub.add_parser("create", help="a new token (printed once)")
+    c.add_argument("name", help="the principal (user or service) it belongs to")
+    c.add_argument("--scopes", default="read,generate", help="comma-separated: read,generate,stylize,rate,admin")
+    c.add_argument("--models", default=None, help="comma-separated model names it is limited to (default: all)")
+    c.add_argument("--expires-days", type=float, default=None)
+    c.add_argument("--label", default=None)
+    c.add_argument("--db", default=None, help=db_help)
+    c.set_defaults(func=_cmd_token_create)
+    ls = tsub.add_parser("list", help="every token (key id, owner, scopes, state; never the secret)")
+    ls.add_argument("--db", default=None, help=db_help)
+    ls.set_defaults(func=_cmd_token_list)
+    r = tsub.add_parser("revoke", help="revoke a token by its key id")
+    r.add_argument("key_id")
+    r.add_argument("--db", default=None, help=db_help)
+    r.set_defaults(func=_cmd_token_revoke)
+
+    w = ssub.add_parser("worker", help="run job workers in this process (other machines: share a PostgreSQL --db)")
+    w.add_argument("--db", default=None, help=db_help)
+    w.add_argument("--models", nargs="+", default=None, help="the same model folders the server serves")
+    w.add_argument("--workers", type=int, default=None, help="worker threads (default 1)")
+    w.add_argument("--device", default=None)
+    w.set_defaults(func=_cmd_worker)
+
+    g = ssub.add_parser("ratings", help="import or export human ratings (JSON lines)")
+    gsub = g.add_subparsers(dest="ratings_command", required=True)
+    i = gsub.add_parser("import", help="import a JSON-lines ratings file (atelier.metrics.ratings.RatingStore)")
+    i.add_argument("file")
+    i.add_argument("--db", default=None, help=db_help)
+    i.set_defaults(func=_cmd_ratings_import)
+    e = gsub.add_parser("export", help="every rating as JSON lines")
+    e.add_argument("--out", required=True)
+    e.add_argument("--db", default=None, help=db_help)
+    e.set_defaults(func=_cmd_ratings_export)

@@ -1,0 +1,197 @@
+"""The models a studio serves: found under the ``--models`` folders, described without loading them,
+and loaded (once, on first use) through the pipeline façade.
+
+A folder counts as one model when :func:`atelier.models.pretrained.resolve_pretrained` accepts it: a
+training run (its newest checkpoint is served) or a saved model directory. Folders inside a model
+(a run's checkpoints) are not listed again. A model's name is its path below the folder it was found
+in (``gan-run``, ``style-fast-run`` for ``style/fast-run``), made unique with that folder's name when two folders clash.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from atelier.models.pretrained import resolve_pretrained
+from atelier.pipelines import Pipeline
+
+#: Folders never searched (a run's own artefacts, caches, virtual environments).
+_SKIP = {"checkpoints", "samples", "tb", ".git", "__pycache__", ".venv", "node_modules"}
+_MAX_DEPTH = 6
+
+
+@dataclass
+class ModelEntry:
+    """What the studio says about a model without loading it."""
+
+    name: str
+    path: Path  # the run or model directory found
+    checkpoint: Path  # what is loaded
+    family: str
+    config: dict[str, Any]
+    parameters: int
+    size_bytes: int
+    metrics: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def model_config(self) -> dict[str, Any]:
+        return self.config.get("model", {}).get("config", {}) or {}
+
+    @property
+    def resolution(self) -> int | None:
+        c = self.model_config
+        value = c.get("resolution") or c.get("image_size")
+        return int(value) if isinstance(value, int) else None
+
+    @property
+    def channels(self) -> int | None:
+        value = self.model_config.get("channels")
+        return int(value) if isinstance(value, int) else None
+
+    @property
+    def num_classes(self) -> int:
+        value = self.model_config.get("num_classes") or 0
+        return int(value) if isinstance(value, int) else 0
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "family": self.family, "resolution": self.resolution, "channels": self.channels,
+                "classes": self.num_classes, "parameters": self.parameters, "size_bytes": self.size_bytes,
+                "metrics": self.metrics}
+
+
+def _weights_facts(path: Path) -> tuple[int, int]:
+    """(parameter count, file size) of a safetensors file, from its header alone."""
+    from safetensors import safe_open
+
+    weights = path / "model.safetensors"
+    try:
+        with safe_open(str(weights), framework="pt", device="cpu") as f:
+            count = sum(math.prod(f.get_slice(k).get_shape()) for k in f.keys())
+        return int(count), weights.stat().st_size
+    except Exception:  # an unreadable file is reported when the model is loaded, not here
+        return 0, weights.stat().st_size if weights.exists() else 0
+
+
+def _numbers(data: Any, prefix: str = "") -> dict[str, float]:
+    out: dict[str, float] = {}
+    if isinstance(data, dict):
+        for key, value in data.items():
+            if isinstance(value, bool):
+                continue
+            if isinstance(value, (int, float)) and math.isfinite(value):
+                out[prefix + str(key)] = float(value)
+            elif isinstance(value, dict) and key in ("metrics",):
+                out.update(_numbers(value, prefix))
+    return out
+
+
+def run_metrics(path: Path) -> dict[str, float]:
+    """The quality numbers a run holds: ``metrics.json`` (e.g. the VAE's test ELBO), the last record
+    of ``eval.jsonl`` (FID/KID during training) and the best checkpoint's FID."""
+    found: dict[str, float] = {}
+    try:
+        if (path / "eval.jsonl").is_file():
+            lines = [x for x in (path / "eval.jsonl").read_text().splitlines() if x.strip()]
+            if lines:
+                found.update(_numbers(json.loads(lines[-1])))
+                found.pop("step", None)
+        best = path / "checkpoints" / "best.json"
+        if best.is_file():
+            data = json.loads(best.read_text())
+            if isinstance(data.get("value"), (int, float)) and isinstance(data.get("metric"), str):
+                found[f"best_{data['metric']}"] = float(data["value"])
+        for name in ("metrics.json", "evaluation/metrics.json"):
+            if (path / name).is_file():
+                found.update(_numbers(json.loads((path / name).read_text())))
+    except (OSError, ValueError, AttributeError):
+        pass  # metrics are a courtesy: a damaged file leaves them out
+    return {k: v for k, v in sorted(found.items())}
+
+
+def find_models(roots: list[str | Path]) -> list[ModelEntry]:
+    """Every model under ``roots`` (each a model itself or a folder searched recursively)."""
+    found: list[tuple[Path, Path, Path, dict]] = []
+    for root in roots:
+        root = Path(root)
+        if not root.exists():
+            raise FileNotFoundError(f"{root}: no such folder of models")
+        stack = [(root, 0)]
+        while stack:
+            folder, depth = stack.pop()
+            try:
+                ckpt, config = resolve_pretrained(folder)
+            except (OSError, ValueError):
+                ckpt = None
+            if ckpt is not None:
+                found.append((root, folder, ckpt, config))
+                continue
+            if depth >= _MAX_DEPTH:
+                continue
+            try:
+                children = sorted(p for p in folder.iterdir() if p.is_dir() and p.name not in _SKIP
+                                  and not p.name.startswith("."))
+            except OSError:
+                continue
+            stack.extend((c, depth + 1) for c in reversed(children))
+    names: dict[str, int] = {}
+    entries = []
+    for root, folder, ckpt, config in found:
+        rel = folder.relative_to(root).as_posix() if folder != root else root.name
+        name = (rel if rel != "." else root.resolve().name).replace("/", "-")  # one URL path segment
+        names[name] = names.get(name, 0) + 1
+        if names[name] > 1:
+            name = f"{root.resolve().name}-{name}"
+        params, size = _weights_facts(ckpt)
+        entries.append(ModelEntry(name, folder, ckpt, str(config["model"]["family"]), config, params, size,
+                                  run_metrics(folder)))
+    return entries
+
+
+class Catalog:
+    """The served models by name, each loaded once (thread-safe) when first used."""
+
+    def __init__(self, entries: list[ModelEntry], device: str = "cpu") -> None:
+        self.entries = {e.name: e for e in entries}
+        self.device = device
+        self._loaded: dict[str, Pipeline] = {}
+        self._lock = threading.Lock()
+        self._locks: dict[str, threading.Lock] = {name: threading.Lock() for name in self.entries}
+
+    @classmethod
+    def from_folders(cls, roots: list[str | Path], device: str = "cpu") -> "Catalog":
+        return cls(find_models(roots), device)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.entries
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def get(self, name: str) -> ModelEntry:
+        return self.entries[name]
+
+    def pipeline(self, name: str) -> Pipeline:
+        """The loaded model (KeyError for an unknown name)."""
+        entry = self.entries[name]
+        pipe = self._loaded.get(name)
+        if pipe is not None:
+            return pipe
+        with self._locks[name]:
+            pipe = self._loaded.get(name)
+            if pipe is None:
+                pipe = Pipeline.load(entry.checkpoint, device=self.device)
+                self._loaded[name] = pipe
+        return pipe
+
+    def operations(self, name: str) -> list[str]:
+        """What the model can do, from its class, without loading its weights."""
+        from atelier.models.pretrained import model_class
+
+        try:
+            return list(getattr(model_class(self.entries[name].family), "tasks", ()))
+        except ValueError:
+            return []

@@ -1,0 +1,193 @@
+"""What the studio does with a model, as functions of a :class:`~atelier.pipelines.Pipeline` that give
+back files (name, media type, bytes): used by the quick routes and by the job workers alike.
+
+Uploads are decoded here with the limits checked from the header before any pixel is decoded.
+"""
+
+from __future__ import annotations
+
+import io
+import zipfile
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+
+from atelier.data.base import DataError
+from atelier.data.images import decode_image, png_bytes, read_image_bytes, strict_pil
+from atelier.pipelines import Pipeline
+from atelier.report.gif import gif_bytes
+from atelier.report.grid import grid_png, make_grid
+
+
+@dataclass
+class File:
+    name: str
+    media_type: str
+    data: bytes
+
+
+def check_upload(data: bytes, max_bytes: int, what: str = "the upload") -> bytes:
+    if not data:
+        raise DataError(f"{what} is empty")
+    if len(data) > max_bytes:
+        raise UploadTooLarge(f"{what} is {len(data):,} bytes, over the limit of {max_bytes:,}")
+    return data
+
+
+class UploadTooLarge(DataError):
+    """An upload over the byte or pixel limits (answered 413)."""
+
+
+def photo(data: bytes, *, max_pixels: int, max_side: int, what: str = "the upload") -> torch.Tensor:
+    """An uploaded photo as float (3, H, W) in [0, 1], its longer side at most ``max_side``."""
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            w, h = im.size
+    except Exception as exc:  # PIL raises several types for what is not an image
+        raise DataError(f"{what}: not a readable image ({type(exc).__name__})") from None
+    if w * h > max_pixels:
+        raise UploadTooLarge(f"{what} declares {w}x{h} = {w * h:,} pixels, over the limit of {max_pixels:,}; "
+                             "refused before decoding")
+    return read_image_bytes(data, name=what, size=min(max_side, max(w, h)), max_pixels=max_pixels)
+
+
+def model_image(data: bytes, pipe: Pipeline, *, max_pixels: int, what: str = "the upload",
+                direction: str = "a2b") -> torch.Tensor:
+    """An upload as the model's input: uint8 (C, R, R) at its resolution and channel count (for a
+    CycleGAN, those of the domain ``direction`` translates from)."""
+    config = pipe.model.config
+    resolution = int(getattr(config, "resolution", 0) or getattr(config, "image_size", 0) or 64)
+    channels = int(getattr(config, "channels", 0) or getattr(config, "channels_a" if direction == "a2b"
+                                                                else "channels_b", 3))
+    try:
+        with strict_pil():
+            array = decode_image(io.BytesIO(data), resolution, max_pixels=max_pixels)  # type: ignore[arg-type]
+    except DataError as exc:
+        raise (UploadTooLarge if "over the limit" in str(exc) else DataError)(f"{what}: {exc}") from None
+    except Exception as exc:
+        raise DataError(f"{what}: not a readable image ({type(exc).__name__})") from None
+    image = torch.from_numpy(np.array(array))  # a writable copy
+    image = image[None] if image.dim() == 2 else image.permute(2, 0, 1)
+    if image.shape[0] == 3 and channels == 1:
+        grey = 0.299 * image[0].float() + 0.587 * image[1].float() + 0.114 * image[2].float()  # ITU-R BT.601
+        image = grey.round().clamp(0, 255).to(torch.uint8)[None]
+    elif image.shape[0] == 1 and channels == 3:
+        image = image.repeat(3, 1, 1)
+    return image
+
+
+def encode_samples(images: torch.Tensor, labels: torch.Tensor | None, fmt: str,
+                   class_names: list[str] | None = None) -> File:
+    """Samples (N, C, H, W) uint8 as one grid PNG, a zip of PNGs, or an ``.npz`` (images N,H,W,C; labels)."""
+    if fmt == "png":
+        return File("samples.png", "image/png", grid_png(images))
+    if fmt == "npz":
+        buf = io.BytesIO()
+        arrays = {"images": images.permute(0, 2, 3, 1).contiguous().numpy()}
+        if labels is not None:
+            arrays["labels"] = labels.numpy()
+        np.savez_compressed(buf, **arrays)
+        return File("samples.npz", "application/octet-stream", buf.getvalue())
+    if fmt == "zip":
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as z:
+            for i, image in enumerate(images):
+                folder = f"{class_names[int(labels[i])] if class_names and labels is not None else ''}"
+                z.writestr(f"{folder + '/' if folder else ''}{i:06d}.png", png_bytes(image))
+        return File("samples.zip", "application/zip", buf.getvalue())
+    raise ValueError(f"format must be png, zip or npz, got {fmt!r}")
+
+
+def strip_and_gif(frames: torch.Tensor, stem: str = "interpolation") -> list[File]:
+    """Frames (T, C, H, W) uint8 as a one-row PNG strip and a looping GIF."""
+    return [File(f"{stem}.png", "image/png", grid_png(frames, nrow=frames.shape[0])),
+            File(f"{stem}.gif", "image/gif", gif_bytes(frames, duration_ms=90))]
+
+
+def traversal(pipe: Pipeline, *, dims: list[int] | None, seed: int, label: int | None, span: float,
+              steps: int) -> File:
+    from atelier.creative.traverse import traverse
+
+    pipe._require("interpolate")
+    values = torch.linspace(-span, span, steps).tolist()
+    with torch.no_grad():
+        images, _dims, _info = traverse(pipe.model, dims=dims, values=values, seed=seed, label=label, max_rows=10)
+    return File("traversal.png", "image/png", grid_png(_u8(images), nrow=steps))
+
+
+def _u8(images: torch.Tensor) -> torch.Tensor:
+    from atelier.data.base import to_uint8
+
+    return images if images.dtype == torch.uint8 else to_uint8(images)
+
+
+def reconstruction(pipe: Pipeline, image: torch.Tensor) -> tuple[File, list[float]]:
+    recon = pipe.reconstruct(image[None])
+    mean, _ = pipe.encode(image[None])
+    pair = torch.cat([image[None], recon])
+    return File("reconstruction.png", "image/png", grid_png(pair, nrow=2)), [float(v) for v in mean[0]]
+
+
+def image_interpolation(pipe: Pipeline, a: torch.Tensor, b: torch.Tensor, steps: int) -> list[File]:
+    from atelier.creative.interpolate import interpolate_images
+    from atelier.data.base import to_float
+
+    pipe._require("reconstruct")
+    with torch.no_grad():
+        frames = interpolate_images(pipe.model, to_float(a[None])[0], to_float(b[None])[0], steps)
+    return strip_and_gif(frames if frames.dtype == torch.uint8 else _u8(frames), "image-interpolation")
+
+
+def stylized(pipe: Pipeline, image: torch.Tensor, strength: float) -> File:
+    out = pipe.stylize(image, strength=strength)
+    return File("stylized.png", "image/png", png_bytes((out.clamp(0, 1) * 255).round().to(torch.uint8)))
+
+
+def translated(pipe: Pipeline, images: torch.Tensor, direction: str) -> File:
+    out = pipe.translate(images, direction)
+    if out.shape[0] == 1:
+        pair = [images[0], out[0]]
+        if pair[0].shape[0] != pair[1].shape[0]:
+            pair = [p.repeat(3 // p.shape[0], 1, 1) for p in pair]
+        return File("translated.png", "image/png", grid_png(torch.stack(pair), nrow=2))
+    return File("translated.png", "image/png", grid_png(out))
+
+
+def gatys(content: torch.Tensor, style: torch.Tensor, *, steps: int, size: int, seed: int,
+          on_progress: Callable[[int, int, bytes | None], None] | None = None,
+          should_stop: Callable[[], bool] | None = None) -> File:
+    """Gatys transfer of ``content`` (3, H, W) in [0, 1] with ``style``. ``on_progress(done, planned,
+    preview PNG or None)`` reports the iterations and, every tenth of the way, the image so far;
+    :class:`~atelier.signals.Stopped` when ``should_stop`` ended it."""
+    from atelier.signals import Stopped
+    from atelier.style import GatysConfig, feature_network, stylize_gatys
+    from atelier.style.gatys import iterations_planned
+
+    cfg = GatysConfig(size=size, steps=steps, coarse_steps=max(1, steps // 2), seed=seed,
+                      frame_every=max(1, steps // 10))
+    planned = iterations_planned(cfg)
+    net = feature_network(cfg, download=False)  # the cached VGG-19, else a named random fallback
+    done = [0]
+
+    def stop() -> bool:
+        done[0] += 1
+        if on_progress is not None:
+            on_progress(done[0], planned, None)
+        return bool(should_stop and should_stop())
+
+    def frame(image: torch.Tensor) -> None:
+        if on_progress is not None:
+            on_progress(done[0], planned, png_bytes((image.clamp(0, 1) * 255).round().to(torch.uint8)))
+
+    result = stylize_gatys(content, style, cfg, features=net, progress=False, should_stop=stop, on_frame=frame)
+    if result.stopped:
+        raise Stopped(f"after {done[0]} of about {planned} iterations")
+    return File("stylized.png", "image/png", png_bytes((result.image.clamp(0, 1) * 255).round().to(torch.uint8)))
+
+
+def class_strip(images: torch.Tensor) -> bytes:
+    return png_bytes(make_grid(images, nrow=images.shape[0]))
