@@ -313,6 +313,27 @@ def test_dynamic_batching_merges_concurrent_requests_and_keeps_their_images(mode
         assert torch.equal(images, pipe.sample(r.n, seed=r.seed, label=r.label))
 
 
+def test_a_lone_request_does_not_wait_and_a_full_batcher_answers_429(models) -> None:
+    pipe = Pipeline.load(models / "gan")
+    batcher = DynamicBatcher(pipe.model, max_batch=8, max_wait=2.0, max_pending=8)
+
+    async def lone() -> float:
+        start = time.perf_counter()
+        await batcher.submit(GenerateRequest(1, 0))
+        return time.perf_counter() - start
+
+    assert asyncio.run(lone()) < 1.0  # not the 2 s max_wait: no one else was waiting
+
+    busy = DynamicBatcher(pipe.model, max_batch=8, max_wait=0.01, max_pending=8)
+
+    async def flood():  # 4 x 3 images at once, 8 may wait: the last two are refused, not queued
+        return await asyncio.gather(*(busy.submit(GenerateRequest(3, s)) for s in range(4)), return_exceptions=True)
+
+    results = asyncio.run(flood())
+    assert [type(r).__name__ for r in results] == ["Tensor", "Tensor", "Overloaded", "Overloaded"]
+    assert all(r.shape == (3, 1, 28, 28) for r in results[:2])
+
+
 # -- jobs --------------------------------------------------------------------------------------------
 
 
@@ -343,6 +364,36 @@ def test_queue_limits_answer_429_with_retry_after(studio) -> None:
         for r in ids[:2]:
             assert c.post(f"/v1/jobs/{r.json()['id']}/cancel", headers=h).json()["status"] == "cancelled"
         assert c.get(f"/v1/jobs/{ids[0].json()['id']}", headers=h).json()["status"] == "cancelled"
+    finally:
+        jobs.start_workers(1)
+
+
+def test_job_limits_hold_under_concurrent_submissions(studio) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    c, tokens, db, app = studio
+    jobs = app.state.studio.jobs
+    jobs.stop_workers()
+    try:
+        with db.session() as s:  # the earlier tests' jobs are finished or cancelled
+            assert s.scalar(sa.select(sa.func.count()).select_from(Job).where(Job.status == "queued")) == 0
+        users = [auth.create_token(db, f"burst{i}", ["generate", "read"]).token for i in range(4)]
+
+        def submit(token: str) -> int:
+            return c.post("/v1/jobs", json={"kind": "generate", "model": "gan", "params": {"n": 4}},
+                          headers={"Authorization": f"Bearer {token}"}).status_code
+
+        with ThreadPoolExecutor(12) as pool:
+            codes = list(pool.map(submit, [t for t in users for _ in range(3)]))
+        # 4 users x 2 allowed, but the queue holds 4: exactly 4 accepted, whatever the interleaving
+        assert codes.count(202) == 4 and codes.count(429) == 8, codes
+        with db.session() as s:
+            per_owner = s.execute(sa.select(Job.owner_id, sa.func.count()).where(Job.status == "queued")
+                                  .group_by(Job.owner_id)).all()
+        assert sum(n for _, n in per_owner) == 4 and max(n for _, n in per_owner) <= 2
+        with db.session() as s:
+            for job in s.scalars(sa.select(Job).where(Job.status == "queued")):
+                job.status = "cancelled"
     finally:
         jobs.start_workers(1)
 
@@ -457,3 +508,16 @@ def test_evaluate_shows_the_human_numbers_beside_the_metrics(studio) -> None:
     assert c.post(f"/v1/ratings/tasks/{task['id']}/vote", json={"answer": "both_good"}, headers=h).status_code == 200
     text = _human_ratings(db.url, "gan")
     assert "Bradley-Terry" in text and "<- this model" in text and "gan" in text
+
+
+@pytest.mark.slow
+def test_an_evaluation_job_reports_fid_and_kid(studio) -> None:
+    """Slow: the first evaluation fits the digits domain classifier (about a minute on 2 cores)."""
+    c, tokens, db, app = studio
+    h = bearer(tokens, "alice")
+    r = c.post("/v1/jobs", json={"kind": "evaluate", "model": "cgan", "params": {"n": 50, "data": "digits"}}, headers=h)
+    assert r.status_code == 202, r.text
+    job = wait_job(c, h, r.json()["id"], timeout=900)
+    assert job["status"] == "succeeded", job["error"]
+    metrics = c.get(job["files"][0]["url"], headers=h).json()
+    assert metrics["fid"] > 0 and metrics["kid_mean"] is not None and metrics["provenance"]["n_fake"] == 50

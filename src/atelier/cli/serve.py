@@ -12,7 +12,7 @@ DEMO_DIR = "atelier-demo"
 def _settings(args, **extra):
     from atelier.serve.settings import ServeConfig
 
-    kwargs = {k: getattr(args, k) for k in ("db", "workers", "max_batch", "max_wait_ms", "device")
+    kwargs = {k: getattr(args, k) for k in ("db", "workers", "max_batch", "max_wait_ms", "max_pending", "device")
               if getattr(args, k, None) is not None}
     kwargs.setdefault("models", tuple(getattr(args, "models", None) or ()))
     return ServeConfig(**{**kwargs, **extra})
@@ -23,6 +23,21 @@ def _database(args):
     from atelier.serve.settings import default_db_url
 
     return Database(args.db or default_db_url())
+
+
+def _set_threads(threads: int | None) -> int:
+    """Torch threads for the forward passes: by default all cores but one, which the event loop (or the
+    queue's polling) needs; measured on 2 cores, 1 thread served more images/s than 2 (BENCHMARKS.md)."""
+    import os
+
+    import torch
+
+    from atelier.cli.limits import check_int
+
+    check_int(threads, "--threads", low=1, high=1024)
+    n = threads or max(1, (os.cpu_count() or 2) - 1)
+    torch.set_num_threads(n)
+    return n
 
 
 def _no_models_advice(where: list[str]) -> str:
@@ -47,6 +62,7 @@ def _cmd_serve(args) -> int:
         if not Path(root).exists():
             print(f"atelier serve: {root}: no such folder. {_no_models_advice(roots)}", file=sys.stderr)
             return 2
+    _set_threads(args.threads)
     settings = _settings(args, models=tuple(roots))
     catalog = Catalog.from_folders(roots, settings.device)
     if not len(catalog):
@@ -116,6 +132,7 @@ def _cmd_worker(args) -> int:
         print("atelier serve worker: --db is required (the studio's database, e.g. postgresql://host/atelier)",
               file=sys.stderr)
         return 2
+    _set_threads(args.threads)
     settings = _settings(args)
     catalog = Catalog.from_folders(list(args.models or []), settings.device)
     queue = JobQueue(_database(args), catalog, settings)
@@ -162,7 +179,10 @@ def add_serve_parser(sub) -> None:
     s.add_argument("--workers", type=int, default=None, help="job worker threads in the server process (default 1)")
     s.add_argument("--max-batch", type=int, default=None, help="dynamic batching: images per forward pass")
     s.add_argument("--max-wait-ms", type=float, default=None, help="dynamic batching: how long a request waits")
+    s.add_argument("--max-pending", type=int, default=None,
+                   help="images waiting per model before quick requests get 429 (default 256)")
     s.add_argument("--device", default=None)
+    s.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores but one)")
     s.add_argument("--log-level", default="warning", choices=("critical", "error", "warning", "info", "debug"))
     s.set_defaults(func=_cmd_serve)
     ssub = s.add_subparsers(dest="serve_command", required=False, metavar="{token,worker,ratings}")
@@ -190,6 +210,7 @@ def add_serve_parser(sub) -> None:
     w.add_argument("--models", nargs="+", default=None, help="the same model folders the server serves")
     w.add_argument("--workers", type=int, default=None, help="worker threads (default 1)")
     w.add_argument("--device", default=None)
+    w.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores but one)")
     w.set_defaults(func=_cmd_worker)
 
     g = ssub.add_parser("ratings", help="import or export human ratings (JSON lines)")

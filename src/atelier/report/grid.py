@@ -43,9 +43,9 @@ def save_grid(images: torch.Tensor, path: str | Path, *, nrow: int = 8, scale: i
     return save_image(make_grid(images, nrow=nrow), path, scale=scale)
 
 
-def grid_png(images: torch.Tensor, *, nrow: int = 8, scale: int | None = None) -> bytes:
-    """The PNG bytes :func:`save_grid` would write."""
+def grid_png(images: torch.Tensor, *, nrow: int = 8, scale: int | None = None, compress_level: int = 6) -> bytes:
+    """The PNG bytes :func:`save_grid` would write (``compress_level``: zlib's effort, 0-9)."""
     from atelier.data.images import png_bytes
 
     scale = scale if scale is not None else max(1, 64 // images.shape[-1])
-    return png_bytes(make_grid(images, nrow=nrow), scale=scale)
+    return png_bytes(make_grid(images, nrow=nrow), scale=scale, compress_level=compress_level)

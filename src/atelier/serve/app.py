@@ -29,7 +29,7 @@ from pydantic import BaseModel, Field
 
 from atelier.data.base import DataError
 from atelier.serve import auth, job_kinds, ratings as rating_store
-from atelier.serve.batching import DynamicBatcher, GenerateRequest
+from atelier.serve.batching import DynamicBatcher, GenerateRequest, Overloaded
 from atelier.serve.catalog import Catalog
 from atelier.serve.db import Database, Job, JobFile, RatingTask
 from atelier.serve.jobs import ACTIVE, FINISHED, INPUT_PREFIX, JobQueue, QueueFull
@@ -72,29 +72,32 @@ class Studio:
     def batcher(self, name: str) -> DynamicBatcher:
         if name not in self.batchers:
             self.batchers[name] = DynamicBatcher(self.catalog.pipeline(name).model, self.settings.max_batch,
-                                                 self.settings.max_wait_ms / 1000)
+                                                 self.settings.max_wait_ms / 1000, self.settings.max_pending)
         return self.batchers[name]
 
 
-def studio(request: Request) -> Studio:
+async def studio(request: Request) -> Studio:  # async: no thread-pool hop for a lookup
     return request.app.state.studio
 
 
 # -- identity and scopes -------------------------------------------------------------------------------
 
 
-def identity(request: Request, s: Studio = Depends(studio)) -> auth.Identity:
+async def identity(request: Request, s: Studio = Depends(studio)) -> auth.Identity:
     header = request.headers.get("authorization")
     if header is not None:
         scheme, _, token = header.partition(" ")
-        who = auth.authenticate(s.db, token.strip()) if scheme.lower() == "bearer" else None
+        who = None
+        if scheme.lower() == "bearer":  # a recently seen token costs no database round trip
+            who = auth.cached_identity(token.strip()) or await asyncio.to_thread(auth.authenticate, s.db,
+                                                                                  token.strip())
         if who is None:
             raise ApiError(401, "unauthenticated", "the token is missing, malformed, unknown, expired or revoked",
                            headers={"WWW-Authenticate": "Bearer"})
         return who
     session = request.cookies.get(SESSION_COOKIE)
     if session:
-        who = auth.session_identity(s.db, session)
+        who = await asyncio.to_thread(auth.session_identity, s.db, session)
         if who is not None:
             if request.method not in SAFE_METHODS and not auth.check_csrf(session, request.headers.get(CSRF_HEADER)):
                 raise ApiError(403, "csrf", f"a state-changing request from the page needs the {CSRF_HEADER} header "
@@ -108,7 +111,7 @@ def require(scope: str):
     if scope not in SCOPES:
         raise ValueError(scope)
 
-    def check(who: auth.Identity = Depends(identity)) -> auth.Identity:
+    async def check(who: auth.Identity = Depends(identity)) -> auth.Identity:
         if not who.has(scope):
             raise ApiError(403, "forbidden", f"this token lacks the {scope!r} scope")
         return who
@@ -275,6 +278,10 @@ def create_app(settings: ServeConfig, *, catalog: Catalog | None = None, db: Dat
     async def queue_full(_request, exc: QueueFull):
         return _error(429, "queue_full", str(exc), None, {"Retry-After": str(exc.retry_after)})
 
+    @app.exception_handler(Overloaded)
+    async def overloaded(_request, exc: Overloaded):
+        return _error(429, "overloaded", str(exc), None, {"Retry-After": str(exc.retry_after)})
+
     @app.exception_handler(UploadTooLarge)
     async def too_large(_request, exc: UploadTooLarge):
         return _error(413, "too_large", str(exc), None)
@@ -407,7 +414,7 @@ def _model_routes(app: FastAPI) -> None:
     async def model_grid(name: str, who: Reader, s: StudioDep) -> Response:
         model_for(s, who, name, "sample")
         images = await s.batcher(name).submit(GenerateRequest(16, 0))
-        return _png(encode_samples(images, None, "png").data)
+        return _png((await asyncio.to_thread(encode_samples, images, None, "png")).data)
 
     @app.post("/v1/models/{name}/generate", tags=["generate"], **scoped("generate"),
               responses={200: {"content": {"image/png": {}, "application/zip": {}, "application/octet-stream": {}}}})
@@ -426,7 +433,7 @@ def _model_routes(app: FastAPI) -> None:
 
             labels = torch.full((body.n,), body.label) if body.label is not None else \
                 torch.arange(body.n) % len(pipe.class_names)
-        f = encode_samples(images, labels, body.format, pipe.class_names)
+        f = await asyncio.to_thread(encode_samples, images, labels, body.format, pipe.class_names, compress=False)
         return Response(f.data, media_type=f.media_type,
                         headers={"Content-Disposition": f'attachment; filename="{f.name}"'} if body.format != "png"
                         else {"Cache-Control": "no-store"})
@@ -560,7 +567,8 @@ def _own_job(s: Studio, who: auth.Identity, job_id: str) -> Job:
 def _job_routes(app: FastAPI) -> None:
     @app.post("/v1/jobs", tags=["jobs"], status_code=202, **scoped("generate"))
     def submit(body: JobBody, who: Generator, s: StudioDep) -> dict:
-        """Enqueue a long generation (n up to max_job_n; format png, zip or npz) or an evaluation of a model."""
+        """Enqueue a long generation (params as for generate; n up to max_job_n; format png, zip or npz) or an
+        evaluation of a model (params: n, and data = digits | mnist for a model saved without its run's data)."""
         model_for(s, who, body.model, "sample")
         p = dict(body.params)
         if body.kind == "generate":
@@ -575,7 +583,11 @@ def _job_routes(app: FastAPI) -> None:
             n = p.get("n", 2000)
             if isinstance(n, bool) or not isinstance(n, int) or not 10 <= n <= s.settings.max_job_n:
                 raise ApiError(422, "invalid", f"params.n must be an integer in 10..{s.settings.max_job_n}", "params.n")
-            params = {"n": n, "seed": 0, "metrics": ["fid", "kid"]}
+            data = p.get("data")
+            if data not in (None, "digits", "mnist"):  # never a path on the server
+                raise ApiError(422, "invalid", "params.data is digits or mnist (default: the run's own data)",
+                               "params.data")
+            params = {"n": n, "seed": 0, "metrics": ["fid", "kid"], "data": data}
         job_id = s.jobs.submit(who.principal_id, body.kind, params, model=body.model)
         return {"id": job_id, "status": "queued", "url": f"/v1/jobs/{job_id}"}
 

@@ -16,6 +16,8 @@ import hashlib
 import hmac
 import re
 import secrets
+import threading
+import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Iterable
@@ -28,6 +30,11 @@ from atelier.serve.settings import SCOPES
 _TOKEN = re.compile(r"^atl_([0-9a-f]{12})_([A-Za-z0-9_-]{43})$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
 _DUMMY = hashlib.sha256(b"no such token").hexdigest()
+#: Seconds an authenticated token is remembered in this process. A revocation made in this process
+#: applies at once; one made by another process (``atelier serve token revoke``) within this time.
+CACHE_SECONDS = 5.0
+_cache: dict[str, tuple[Identity, float, str]] = {}  # digest of the whole token -> identity, until, key id
+_cache_lock = threading.Lock()
 
 
 def digest(secret: str) -> str:
@@ -116,6 +123,7 @@ def revoke_token(db: Database, key_id: str) -> bool:
             return False
         token.revoked_at = utcnow()
         s.execute(sa.delete(WebSession).where(WebSession.token_id == token.id))
+    forget(key_id)
     return True
 
 
@@ -129,11 +137,34 @@ def _identity(token: Token, name: str, via_session: bool = False) -> Identity:
                     None if token.models is None else frozenset(token.models), via_session)
 
 
+def cached_identity(presented: str) -> Identity | None:
+    """A token authenticated in the last :data:`CACHE_SECONDS` (no database round trip), else None."""
+    key = digest(presented)
+    with _cache_lock:
+        hit = _cache.get(key)
+        if hit is not None and hit[1] > time.monotonic():
+            return hit[0]
+        if hit is not None:
+            del _cache[key]
+    return None
+
+
+def forget(key_id: str | None = None) -> None:
+    """Drop cached identities (of one key id, or all)."""
+    with _cache_lock:
+        for k in [k for k, v in _cache.items() if key_id is None or v[2] == key_id]:
+            del _cache[k]
+
+
 def authenticate(db: Database, presented: str) -> Identity | None:
-    """The identity of a presented token, or None (malformed, unknown, wrong secret, revoked, expired)."""
+    """The identity of a presented token, or None (malformed, unknown, wrong secret, revoked, expired).
+    Remembered for :data:`CACHE_SECONDS` (never past the token's expiry): see :func:`cached_identity`."""
     m = _TOKEN.match(presented or "")
     if not m:
         return None
+    hit = cached_identity(presented)
+    if hit is not None:
+        return hit
     key_id, secret = m.groups()
     with db.session() as s:
         row = s.execute(sa.select(Token, Principal.name).join(Principal).where(Token.key_id == key_id)).first()
@@ -147,7 +178,13 @@ def authenticate(db: Database, presented: str) -> Identity | None:
             return None
         if token.last_used_at is None or now - token.last_used_at > timedelta(minutes=1):
             token.last_used_at = now  # at most one write a minute per token
-        return _identity(token, name)
+        who = _identity(token, name)
+        ttl = CACHE_SECONDS if token.expires_at is None else min(CACHE_SECONDS, (token.expires_at - now).total_seconds())
+        with _cache_lock:
+            if len(_cache) > 10_000:
+                _cache.clear()
+            _cache[digest(presented)] = (who, time.monotonic() + ttl, key_id)
+        return who
 
 
 def open_session(db: Database, identity: Identity, hours: float) -> tuple[str, str]:

@@ -6,8 +6,11 @@ are stacked, decoded in one call of the model's ``generate``, and split again. A
 the same images whether it ran alone or with company (the networks run in eval mode: batch norm uses
 its running statistics, so images do not depend on their neighbours).
 
-The collector takes the first waiting request, then whatever else arrives within ``max_wait`` seconds,
-up to ``max_batch`` images; the forward pass runs in a worker thread so the event loop keeps accepting.
+The collector takes the first waiting request and whatever else is already waiting; when the last
+batch held more than one request (there is company to wait for) it also waits up to ``max_wait``
+seconds for more, up to ``max_batch`` images, while a lone client is served at once. The forward pass
+runs in a worker thread so the event loop keeps accepting. At most ``max_pending`` images wait: beyond
+that :class:`Overloaded` (answered 429 with Retry-After) rather than a queue that grows without bound.
 Hand-written: the model servers that batch (Triton, TorchServe, Ray Serve) are whole servers, not a
 component to put in front of a FastAPI route.
 """
@@ -66,6 +69,14 @@ def generate_batch(model, requests: list[GenerateRequest]) -> list[torch.Tensor]
     return list(torch.split(images, [r.n for r in requests]))
 
 
+class Overloaded(Exception):
+    """More images are waiting for this model than its batcher accepts."""
+
+    def __init__(self, message: str, retry_after: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
 @dataclass
 class _Waiting:
     request: GenerateRequest
@@ -79,6 +90,7 @@ class DynamicBatcher:
     model: object
     max_batch: int = 64
     max_wait: float = 0.005
+    max_pending: int | None = None  # images waiting at most (default: 32 batches)
     stats: BatchStats = field(default_factory=BatchStats)
 
     def __post_init__(self) -> None:
@@ -86,14 +98,25 @@ class DynamicBatcher:
         self._task: asyncio.Task | None = None
         self._carry: _Waiting | None = None
         self._lock = threading.Lock()  # one forward pass at a time per model
+        self._pending = 0
+        self._company = False  # the last batch held several requests: waiting for more pays
+        if self.max_pending is None:
+            self.max_pending = 32 * self.max_batch
 
     async def submit(self, request: GenerateRequest) -> torch.Tensor:
+        if self._pending + request.n > self.max_pending:
+            raise Overloaded(f"{self._pending} images are already waiting for this model (at most "
+                             f"{self.max_pending}); try again in a moment")
         if self._queue is None:
             self._queue = asyncio.Queue()
             self._task = asyncio.get_running_loop().create_task(self._run())
         future = asyncio.get_running_loop().create_future()
-        await self._queue.put(_Waiting(request, future))
-        return await future
+        self._pending += request.n
+        try:
+            await self._queue.put(_Waiting(request, future))
+            return await future
+        finally:
+            self._pending -= request.n
 
     async def close(self) -> None:
         if self._task is not None:
@@ -115,7 +138,7 @@ class DynamicBatcher:
                 nxt = self._queue.get_nowait()
             except asyncio.QueueEmpty:
                 timeout = deadline - loop.time()
-                if timeout <= 0:
+                if timeout <= 0 or not self._company:  # alone: no one to wait for
                     break
                 try:
                     nxt = await asyncio.wait_for(self._queue.get(), timeout)
@@ -126,6 +149,7 @@ class DynamicBatcher:
                 break
             batch.append(nxt)
             total += nxt.request.n
+        self._company = len(batch) > 1
         return batch
 
     def _forward(self, requests: list[GenerateRequest]) -> list[torch.Tensor]:

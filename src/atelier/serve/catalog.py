@@ -160,6 +160,7 @@ class Catalog:
         self._loaded: dict[str, Pipeline] = {}
         self._lock = threading.Lock()
         self._locks: dict[str, threading.Lock] = {name: threading.Lock() for name in self.entries}
+        self._operations: dict[str, list[str]] = {}
 
     @classmethod
     def from_folders(cls, roots: list[str | Path], device: str = "cpu") -> "Catalog":
@@ -188,10 +189,12 @@ class Catalog:
         return pipe
 
     def operations(self, name: str) -> list[str]:
-        """What the model can do, from its class, without loading its weights."""
+        """What the model can do, from its class, without loading its weights (looked up once)."""
         from atelier.models.pretrained import model_class
 
-        try:
-            return list(getattr(model_class(self.entries[name].family), "tasks", ()))
-        except ValueError:
-            return []
+        if name not in self._operations:
+            try:
+                self._operations[name] = list(getattr(model_class(self.entries[name].family), "tasks", ()))
+            except ValueError:
+                self._operations[name] = []
+        return list(self._operations[name])

@@ -15,7 +15,6 @@ import torch
 from atelier.data.images import png_bytes
 from atelier.serve.jobs import JobContext, JobError, job_kind
 from atelier.serve.operations import File, encode_samples, gatys, model_image, photo, translated
-from atelier.signals import Stopped
 
 
 def _pipeline(ctx: JobContext, catalog):
@@ -103,11 +102,8 @@ def evaluate_job(ctx: JobContext, catalog) -> list[File]:
         raise JobError(f"model {ctx.model!r} is not served by this worker")
     entry = catalog.get(ctx.model)
     ctx.progress(0.01, "evaluating", force=True)
-    try:
-        result = evaluate_source(str(entry.path), EvalConfig(n=int(p.get("n", 2000)), seed=int(p.get("seed", 0)),
-                                                             metrics=tuple(p.get("metrics", ("fid", "kid")))),
-                                 progress=False, should_stop=ctx.should_stop)
-    except Stopped:
-        raise
+    cfg = EvalConfig(n=int(p.get("n", 2000)), seed=int(p.get("seed", 0)),
+                     metrics=tuple(p.get("metrics", ("fid", "kid"))), **({"data": p["data"]} if p.get("data") else {}))
+    result = evaluate_source(str(entry.path), cfg, progress=False, should_stop=ctx.should_stop)
     data = result.to_json()
     return [File("metrics.json", "application/json", json.dumps(data, indent=2, default=str).encode())]

@@ -40,6 +40,7 @@ STALE_AFTER = 120.0  # seconds without a heartbeat before a running job counts a
 ACTIVE = ("queued", "running")
 FINISHED = ("succeeded", "failed", "cancelled")
 INPUT_PREFIX = "input-"
+ADMISSION_LOCK = 0x4154454C  # "ATEL": the advisory lock key that serialises job admission on PostgreSQL
 
 
 class QueueFull(Exception):
@@ -191,6 +192,7 @@ class JobQueue:
         from huey.contrib.sql_huey import SqlHuey
 
         self.stopping = threading.Event()
+        self._admission = threading.Lock()
         self.worker_name = f"{socket.gethostname()}:{os.getpid()}"
         self.huey = SqlHuey(name="atelier-jobs", database=queue_url(self.db.url), results=False, utc=True,
                             serializer=make_serializer())
@@ -204,7 +206,11 @@ class JobQueue:
         if kind not in KINDS:
             raise ValueError(f"unknown job kind {kind!r}; known: {', '.join(sorted(KINDS))}")
         job_id = new_job_id()
-        with self.db.session() as s:
+        # admission is check-then-insert: one submission at a time, or two could both pass the check
+        # (this process: a lock; several servers on PostgreSQL: a transaction-scoped advisory lock)
+        with self._admission, self.db.session() as s:
+            if not self.db.is_sqlite:
+                s.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": ADMISSION_LOCK})
             mine = s.scalar(sa.select(sa.func.count()).select_from(Job)
                             .where(Job.owner_id == owner_id, Job.status.in_(ACTIVE)))
             if mine >= self.settings.jobs_per_user:

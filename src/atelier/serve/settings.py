@@ -41,6 +41,7 @@ class ServeConfig(Config):
     max_upload_pixels: Annotated[int, at.Interval(ge=256, le=2**28)] = 25_000_000
     max_batch: Annotated[int, at.Interval(ge=1, le=4096)] = 64  # dynamic batching: images per forward pass
     max_wait_ms: Annotated[float, at.Interval(ge=0.0, le=1000.0)] = 5.0  # dynamic batching: wait for company
+    max_pending: Annotated[int, at.Interval(ge=1, le=1_000_000)] = 256  # images waiting per model before 429 (~0.3 s)
     queue_size: Annotated[int, at.Interval(ge=1, le=100_000)] = 64  # queued jobs before 429
     jobs_per_user: Annotated[int, at.Interval(ge=1, le=1000)] = 2  # running or queued jobs per principal
     session_hours: Annotated[float, at.Interval(ge=0.01, le=24 * 30)] = 12.0
