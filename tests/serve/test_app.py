@@ -521,3 +521,22 @@ def test_an_evaluation_job_reports_fid_and_kid(studio) -> None:
     assert job["status"] == "succeeded", job["error"]
     metrics = c.get(job["files"][0]["url"], headers=h).json()
     assert metrics["fid"] > 0 and metrics["kid_mean"] is not None and metrics["provenance"]["n_fake"] == 50
+
+
+def test_a_runs_checkpoints_can_be_served_and_rated_against_each_other(tmp_path) -> None:
+    from atelier.serve.catalog import Catalog
+    from atelier.serve.ratings import new_pair
+
+    run = tmp_path / "models" / "run"
+    for step in (1, 2):
+        create_model("dcgan", g_width=8, d_width=8, latent_dim=8).save_pretrained(run / "checkpoints" / f"step_{step:07d}")
+    (run / "checkpoints" / "latest").write_text("step_0000002")
+    assert sorted(Catalog.from_folders([tmp_path / "models"]).entries) == ["run"]
+    catalog = Catalog.from_folders([tmp_path / "models"], checkpoints=True)
+    assert sorted(catalog.entries) == ["run", "run@step_0000001"]
+    assert catalog.get("run@step_0000001").checkpoint.name == "step_0000001"
+    db = Database(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    principal = auth.create_token(db, "rater", ["rate"])
+    who = auth.authenticate(db, principal.token)
+    task = new_pair(db, catalog, who.principal_id)
+    assert {task.left_model, task.right_model} == {"run", "run@step_0000001"}

@@ -12,7 +12,8 @@ DEMO_DIR = "atelier-demo"
 def _settings(args, **extra):
     from atelier.serve.settings import ServeConfig
 
-    kwargs = {k: getattr(args, k) for k in ("db", "workers", "max_batch", "max_wait_ms", "max_pending", "device")
+    kwargs = {k: getattr(args, k) for k in ("db", "workers", "max_batch", "max_wait_ms", "max_pending", "device",
+                                            "checkpoints")
               if getattr(args, k, None) is not None}
     kwargs.setdefault("models", tuple(getattr(args, "models", None) or ()))
     return ServeConfig(**{**kwargs, **extra})
@@ -64,7 +65,7 @@ def _cmd_serve(args) -> int:
             return 2
     _set_threads(args.threads)
     settings = _settings(args, models=tuple(roots))
-    catalog = Catalog.from_folders(roots, settings.device)
+    catalog = Catalog.from_folders(roots, settings.device, checkpoints=settings.checkpoints)
     if not len(catalog):
         print(f"atelier serve: {_no_models_advice(roots)}", file=sys.stderr)
         return 2
@@ -134,7 +135,7 @@ def _cmd_worker(args) -> int:
         return 2
     _set_threads(args.threads)
     settings = _settings(args)
-    catalog = Catalog.from_folders(list(args.models or []), settings.device)
+    catalog = Catalog.from_folders(list(args.models or []), settings.device, checkpoints=True)
     queue = JobQueue(_database(args), catalog, settings)
     print(f"worker {queue.worker_name}: {settings.workers} threads, {len(catalog)} models, "
           f"database {queue.db.describe()}; Ctrl-C stops it (running jobs are queued again)", flush=True)
@@ -172,6 +173,8 @@ def add_serve_parser(sub) -> None:
                                    "family, searched recursively) on an HTTP API with a web page. Every route but "
                                    "/healthz and the page needs a token; the first start prints an admin token.")
     s.add_argument("--models", nargs="+", default=None, help=f"folders of models (default: ./{DEMO_DIR})")
+    s.add_argument("--checkpoints", action="store_true", default=None,
+                   help="also serve every checkpoint of each run, as RUN@CHECKPOINT (to rate a run against itself)")
     s.add_argument("--host", default="127.0.0.1")
     s.add_argument("--port", type=int, default=8000)
     db_help = "database URL: a SQLite file path or sqlite:///..., or postgresql://... (default: $ATELIER_HOME/serve/)"

@@ -112,8 +112,19 @@ def run_metrics(path: Path) -> dict[str, float]:
     return {k: v for k, v in sorted(found.items())}
 
 
-def find_models(roots: list[str | Path]) -> list[ModelEntry]:
-    """Every model under ``roots`` (each a model itself or a folder searched recursively)."""
+def _checkpoints(folder: Path, newest: Path) -> list[Path]:
+    """A run's other complete checkpoints (``checkpoints/step_*``, ``best``), oldest first."""
+    root = folder / "checkpoints"
+    if not root.is_dir():
+        return []
+    return sorted(p for p in root.iterdir() if p.is_dir() and p != newest and (p / "model.safetensors").is_file()
+                  and (p / "config.json").is_file())
+
+
+def find_models(roots: list[str | Path], *, checkpoints: bool = False) -> list[ModelEntry]:
+    """Every model under ``roots`` (each a model itself or a folder searched recursively). With
+    ``checkpoints``, a run's other checkpoints are listed too, as ``RUN@CHECKPOINT`` (``gan-run@step_0001000``,
+    ``gan-run@best``), so that raters can compare a run with itself earlier in training."""
     found: list[tuple[Path, Path, Path, dict]] = []
     for root in roots:
         root = Path(root)
@@ -148,6 +159,14 @@ def find_models(roots: list[str | Path]) -> list[ModelEntry]:
         params, size = _weights_facts(ckpt)
         entries.append(ModelEntry(name, folder, ckpt, str(config["model"]["family"]), config, params, size,
                                   run_metrics(folder)))
+        for other in _checkpoints(folder, ckpt) if checkpoints else ():
+            try:
+                _, other_config = resolve_pretrained(other)
+            except (OSError, ValueError):
+                continue
+            params, size = _weights_facts(other)
+            entries.append(ModelEntry(f"{name}@{other.name}", folder, other, str(other_config["model"]["family"]),
+                                      other_config, params, size, {}))
     return entries
 
 
@@ -163,8 +182,8 @@ class Catalog:
         self._operations: dict[str, list[str]] = {}
 
     @classmethod
-    def from_folders(cls, roots: list[str | Path], device: str = "cpu") -> "Catalog":
-        return cls(find_models(roots), device)
+    def from_folders(cls, roots: list[str | Path], device: str = "cpu", *, checkpoints: bool = False) -> "Catalog":
+        return cls(find_models(roots, checkpoints=checkpoints), device)
 
     def __contains__(self, name: str) -> bool:
         return name in self.entries

@@ -30,6 +30,7 @@ class ServeConfig(Config):
     """What ``atelier serve`` runs with; every limit is checked before any work is done."""
 
     models: tuple[str, ...] = ()
+    checkpoints: bool = False  # also serve every checkpoint of a run, as RUN@CHECKPOINT
     db: str = ""  # a SQLAlchemy URL or a file path; "" is default_db_url()
     workers: Annotated[int, at.Interval(ge=0, le=64)] = 1  # job workers inside the server process
     max_n: Annotated[int, at.Interval(ge=1, le=4096)] = 64  # images per quick request (more: a job)
