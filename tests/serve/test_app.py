@@ -44,13 +44,20 @@ def models(tmp_path_factory) -> Path:
     return root
 
 
-@pytest.fixture(scope="module")
-def studio(models, tmp_path_factory):
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def studio(request, models, tmp_path_factory):
+    """The studio on each database it supports: every test that uses it runs on SQLite and on PostgreSQL."""
     home = tmp_path_factory.mktemp("home")
+    if request.param == "postgresql":
+        server = request.getfixturevalue("postgres_server")
+        name = f"studio_{home.name.replace('-', '_').lower()}"
+        server.create_database(name)
+        db_url = server.url(name)
+    else:
+        db_url = str(home / "studio.sqlite")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("ATELIER_HOME", str(home))
-        cfg = ServeConfig(models=(str(models),), db=str(home / "studio.sqlite"), workers=1, jobs_per_user=2,
-                          queue_size=4, max_n=32)
+        cfg = ServeConfig(models=(str(models),), db=db_url, workers=1, jobs_per_user=2, queue_size=4, max_n=32)
         db = Database(cfg.db_url)
         tokens = {"admin": auth.create_token(db, "admin", ["admin"]).token}
         everything = [s for s in SCOPES if s != "admin"]
@@ -62,6 +69,7 @@ def studio(models, tmp_path_factory):
         app = create_app(cfg, db=db)
         with TestClient(app, raise_server_exceptions=False) as client:
             yield client, tokens, db, app
+        db.dispose()
 
 
 def bearer(tokens, who: str) -> dict[str, str]:

@@ -76,11 +76,15 @@ def _weights_facts(path: Path) -> tuple[int, int]:
         return 0, weights.stat().st_size if weights.exists() else 0
 
 
+#: Bookkeeping numbers in a run's records that are not quality metrics.
+_NOT_METRICS = {"step", "epoch", "best_step", "n", "iw_k", "iw_n", "n_fake", "n_real", "seconds", "time"}
+
+
 def _numbers(data: Any, prefix: str = "") -> dict[str, float]:
     out: dict[str, float] = {}
     if isinstance(data, dict):
         for key, value in data.items():
-            if isinstance(value, bool):
+            if isinstance(value, bool) or key in _NOT_METRICS:
                 continue
             if isinstance(value, (int, float)) and math.isfinite(value):
                 out[prefix + str(key)] = float(value)
@@ -98,7 +102,6 @@ def run_metrics(path: Path) -> dict[str, float]:
             lines = [x for x in (path / "eval.jsonl").read_text().splitlines() if x.strip()]
             if lines:
                 found.update(_numbers(json.loads(lines[-1])))
-                found.pop("step", None)
         best = path / "checkpoints" / "best.json"
         if best.is_file():
             data = json.loads(best.read_text())
