@@ -129,6 +129,8 @@ def base_args(command: tuple[str, ...], world: dict[str, Path], out: Path, famil
         from atelier.serve.db import Database
 
         table[command] = [auth.create_token(Database(o + ".sqlite"), "fuzzer", ["read"]).key_id, "--db", o + ".sqlite"]
+    if command[0] == "protect":  # keys, a sealed model and a signed one to work on
+        table.update(_protect_world(command, w, out))
     if command == ("serve", "ratings", "import"):
         out.parent.mkdir(parents=True, exist_ok=True)
         Path(o + ".in.jsonl").write_text('{"item_id": "a:1", "rater_id": "r", "question": "q", "score": 1}\n')
@@ -138,6 +140,35 @@ def base_args(command: tuple[str, ...], world: dict[str, Path], out: Path, famil
                                     "--no-tensorboard"]
     table[("style", "train")] = [*family_args("fast-style"), "--out", o, "--steps", "1", "--quiet"]
     return table[command]
+
+
+def _protect_world(command: tuple[str, ...], w: dict[str, Path], out: Path) -> dict[tuple[str, ...], list[str]]:
+    import shutil
+
+    from atelier.models.pretrained import resolve_pretrained
+    from atelier.protect.envelope import Key, seal_model_dir
+    from atelier.protect.signing import generate_keypair, sign_directory
+
+    o = str(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    k1, k2 = Key.generate(), Key.generate()
+    Path(o + ".k1").write_text(k1.to_text())
+    Path(o + ".k2").write_text(k2.to_text())
+    ckpt, _ = resolve_pretrained(w["run-gan"])
+    sealed = seal_model_dir(ckpt, o + ".sealed", k1).parent
+    signed = Path(o + ".signed")
+    shutil.copytree(ckpt, signed)
+    generate_keypair(o + ".sign")
+    sign_directory(signed, o + ".sign")
+    return {
+        ("protect", "keygen"): [o + ".new-key"],
+        ("protect", "encrypt"): [str(w["run-gan"]), "--out", o, "--key-file", o + ".k1"],
+        ("protect", "decrypt"): [str(sealed), "--out", o, "--key-file", o + ".k1"],
+        ("protect", "rotate"): [str(sealed), "--key-file", o + ".k1", "--new-key-file", o + ".k2"],
+        ("protect", "inspect"): [str(sealed)],
+        ("protect", "sign"): [str(signed), "--key", o + ".sign"],
+        ("protect", "verify"): [str(signed), "--trusted", o + ".sign.pub"],
+    }
 
 
 def values(world: dict[str, Path]) -> st.SearchStrategy[str]:

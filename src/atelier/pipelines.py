@@ -31,7 +31,7 @@ from typing import Any
 import torch
 
 from atelier.data.base import to_float, to_uint8
-from atelier.models.pretrained import NonFiniteWeightsError, load_pretrained, resolve_pretrained
+from atelier.models.pretrained import NonFiniteWeightsError, load_opened, open_pretrained
 from atelier.models.sampling import MAX_SAMPLES, SampleSet, iter_samples, sample_images
 
 __all__ = ["MAX_SAMPLES", "NonFiniteWeightsError", "Pipeline", "SampleSet", "load"]
@@ -61,14 +61,15 @@ class Pipeline:
 
     @classmethod
     def load(cls, path: str | os.PathLike, *, device: str | torch.device = "cpu",
-             allow_nonfinite: bool = False) -> "Pipeline":
-        """Load a run directory, checkpoint directory or saved model directory onto ``device``.
+             allow_nonfinite: bool = False, key: Any = None) -> "Pipeline":
+        """Load a run directory, checkpoint directory, saved model directory or encrypted model (opened
+        with ``key``, an :class:`atelier.protect.envelope.Key`, in memory only) onto ``device``.
 
         Weights holding NaN or +-inf raise :class:`NonFiniteWeightsError` (naming the tensors and
         counts); ``allow_nonfinite=True`` loads them anyway with a ``NonFiniteWeightsWarning``."""
-        ckpt, config = resolve_pretrained(path)
-        model = load_pretrained(ckpt, map_location=device, allow_nonfinite=allow_nonfinite)
-        return cls(model.eval(), ckpt, config)
+        opened = open_pretrained(path, key)
+        model = load_opened(opened, map_location=device, allow_nonfinite=allow_nonfinite)
+        return cls(model.eval(), opened[0], opened[1])
 
     @property
     def family(self) -> str:
@@ -172,7 +173,8 @@ class Pipeline:
         return stylize_with_model(self.model, images, strength, precision=precision)
 
 
-def load(path: str | os.PathLike, *, device: str | torch.device = "cpu", allow_nonfinite: bool = False) -> Pipeline:
+def load(path: str | os.PathLike, *, device: str | torch.device = "cpu", allow_nonfinite: bool = False,
+         key: Any = None) -> Pipeline:
     """``Pipeline.load``: any saved model, ready for ``sample`` / ``interpolate`` / ``reconstruct`` /
     ``stylize`` / ``translate``."""
-    return Pipeline.load(path, device=device, allow_nonfinite=allow_nonfinite)
+    return Pipeline.load(path, device=device, allow_nonfinite=allow_nonfinite, key=key)

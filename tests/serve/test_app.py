@@ -548,3 +548,38 @@ def test_a_runs_checkpoints_can_be_served_and_rated_against_each_other(tmp_path)
     who = auth.authenticate(db, principal.token)
     task = new_pair(db, catalog, who.principal_id)
     assert {task.left_model, task.right_model} == {"run", "run@step_0000001"}
+
+
+def test_encrypted_models_open_with_the_key_and_unsigned_ones_are_refused(tmp_path) -> None:
+    from atelier.protect.envelope import Key, seal_model_dir
+    from atelier.protect.signing import generate_keypair, load_public_key, sign_directory
+    from atelier.serve.catalog import Catalog
+
+    root = tmp_path / "models"
+    key = Key.generate()
+    generate_keypair(tmp_path / "signer")
+    trusted = [load_public_key(tmp_path / "signer.pub")]
+    for name in ("signed", "unsigned", "altered", "plain-for-sealing"):
+        create_model("dcgan", g_width=8, d_width=8, latent_dim=8).save_pretrained(
+            (tmp_path if name == "plain-for-sealing" else root) / name)
+    seal_model_dir(tmp_path / "plain-for-sealing", root / "sealed", key)
+    for name in ("signed", "altered", "sealed"):
+        sign_directory(root / name, tmp_path / "signer")
+    with open(root / "altered" / "config.json", "a") as f:
+        f.write(" ")
+
+    everything = Catalog.from_folders([root], key=key)
+    assert sorted(everything.entries) == ["altered", "sealed", "signed", "unsigned"]
+    sealed = everything.get("sealed")
+    assert sealed.sealed and sealed.describe()["encrypted"] and sealed.parameters > 0
+    assert everything.pipeline("sealed").sample(2, seed=0).shape == (2, 1, 28, 28)
+
+    no_key = Catalog.from_folders([root])
+    assert "sealed" not in no_key.entries
+    assert any("no key" in r.reason for r in no_key.refused)
+
+    strict = Catalog.from_folders([root], key=key, trusted=trusted)
+    assert sorted(strict.entries) == ["sealed", "signed"]
+    assert strict.get("signed").signed_by.startswith("ed25519:")
+    reasons = {r.path.name: r.reason for r in strict.refused}
+    assert "unsigned" in reasons["unsigned"] and "file changed: config.json" in reasons["altered"]

@@ -128,3 +128,18 @@ def test_workers_in_other_processes_share_a_postgresql_queue(server_process, fre
         assert worker.wait(30) == 0
         log.close()
     assert "worker" in (tmp_path / "worker.log").read_text()
+
+
+def test_serve_require_signed_refuses_unsigned_models_and_says_why(tmp_path, model_dir) -> None:
+    import subprocess
+
+    from atelier.protect.signing import generate_keypair
+
+    generate_keypair(tmp_path / "signer")
+    env = {**__import__("os").environ, "ATELIER_HOME": str(tmp_path)}
+    base = [sys.executable, "-m", "atelier.cli", "serve", "--models", str(model_dir), "--db", str(tmp_path / "db")]
+    r = subprocess.run([*base, "--require-signed"], capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode == 2 and "trusted" in r.stderr and "Traceback" not in r.stderr
+    r = subprocess.run([*base, "--require-signed", "--trusted", str(tmp_path / "signer.pub")], capture_output=True,
+                       text=True, env=env, timeout=120)
+    assert r.returncode == 2 and "not serving" in r.stderr and "unsigned" in r.stderr, r.stderr

@@ -240,6 +240,9 @@ def build_parser() -> argparse.ArgumentParser:
     from atelier.cli.serve import add_serve_parser
 
     add_serve_parser(sub)  # serve, serve token|worker|ratings
+    from atelier.cli.protect import add_protect_parser
+
+    add_protect_parser(sub)  # protect keygen|encrypt|decrypt|rotate|inspect
 
     m = sub.add_parser("models", help="list the model families and their registered models (presets)")
     m.set_defaults(func=_cmd_models)

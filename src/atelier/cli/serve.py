@@ -13,9 +13,11 @@ def _settings(args, **extra):
     from atelier.serve.settings import ServeConfig
 
     kwargs = {k: getattr(args, k) for k in ("db", "workers", "max_batch", "max_wait_ms", "max_pending", "device",
-                                            "checkpoints")
+                                            "checkpoints", "key_file", "key_env", "require_signed")
               if getattr(args, k, None) is not None}
     kwargs.setdefault("models", tuple(getattr(args, "models", None) or ()))
+    if getattr(args, "trusted", None):
+        kwargs["trusted"] = tuple(args.trusted)
     return ServeConfig(**{**kwargs, **extra})
 
 
@@ -65,7 +67,10 @@ def _cmd_serve(args) -> int:
             return 2
     _set_threads(args.threads)
     settings = _settings(args, models=tuple(roots))
-    catalog = Catalog.from_folders(roots, settings.device, checkpoints=settings.checkpoints)
+    catalog = Catalog.from_folders(roots, settings.device, checkpoints=settings.checkpoints,
+                                   key=settings.model_key(), trusted=settings.trusted_keys())
+    for r in catalog.refused:
+        print(f"atelier serve: not serving {r.path}: {r.reason}", file=sys.stderr)
     if not len(catalog):
         print(f"atelier serve: {_no_models_advice(roots)}", file=sys.stderr)
         return 2
@@ -135,7 +140,8 @@ def _cmd_worker(args) -> int:
         return 2
     _set_threads(args.threads)
     settings = _settings(args)
-    catalog = Catalog.from_folders(list(args.models or []), settings.device, checkpoints=True)
+    catalog = Catalog.from_folders(list(args.models or []), settings.device, checkpoints=True,
+                                   key=settings.model_key(), trusted=settings.trusted_keys())
     queue = JobQueue(_database(args), catalog, settings)
     print(f"worker {queue.worker_name}: {settings.workers} threads, {len(catalog)} models, "
           f"database {queue.db.describe()}; Ctrl-C stops it (running jobs are queued again)", flush=True)
@@ -175,6 +181,12 @@ def add_serve_parser(sub) -> None:
     s.add_argument("--models", nargs="+", default=None, help=f"folders of models (default: ./{DEMO_DIR})")
     s.add_argument("--checkpoints", action="store_true", default=None,
                    help="also serve every checkpoint of each run, as RUN@CHECKPOINT (to rate a run against itself)")
+    s.add_argument("--key-file", default=None, help="the key of encrypted models (model.atlenc): a key file")
+    s.add_argument("--key-env", default=None, help="... or the name of an environment variable holding it")
+    s.add_argument("--require-signed", action="store_true", default=None,
+                   help="serve only models whose directory is signed by a --trusted key (others are refused, and why "
+                        "is printed and logged)")
+    s.add_argument("--trusted", nargs="+", default=None, help="trusted public keys (atelier protect keygen --signing)")
     s.add_argument("--host", default="127.0.0.1")
     s.add_argument("--port", type=int, default=8000)
     db_help = "database URL: a SQLite file path or sqlite:///..., or postgresql://... (default: $ATELIER_HOME/serve/)"
@@ -213,6 +225,10 @@ def add_serve_parser(sub) -> None:
     w.add_argument("--models", nargs="+", default=None, help="the same model folders the server serves")
     w.add_argument("--workers", type=int, default=None, help="worker threads (default 1)")
     w.add_argument("--device", default=None)
+    w.add_argument("--key-file", default=None, help="the key of encrypted models")
+    w.add_argument("--key-env", default=None, help="... or the environment variable holding it")
+    w.add_argument("--require-signed", action="store_true", default=None)
+    w.add_argument("--trusted", nargs="+", default=None)
     w.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores but one)")
     w.set_defaults(func=_cmd_worker)
 

@@ -51,6 +51,35 @@ def latest_checkpoint(path: Path) -> Path | None:
     return None
 
 
+class KeyRequiredError(DataError):
+    """The model is sealed in an encrypted envelope and no key was given."""
+
+
+def open_pretrained(path: str | Path, key: Any = None) -> tuple[Path, dict[str, Any], bytes | None]:
+    """(checkpoint or model directory, its config, the weights' bytes when the model is sealed) for a run
+    dir, checkpoint dir, model dir or encrypted model (``model.atlenc``, opened with ``key``, an
+    :class:`atelier.protect.envelope.Key`, in memory only)."""
+    from atelier.protect.envelope import is_sealed, open_model
+
+    path = Path(path)
+    if not is_sealed(path):
+        return (*resolve_pretrained(path), None)
+    if key is None:
+        raise KeyRequiredError(f"{path}: the model is encrypted; give its key (--key-file, ${{ATELIER_MODEL_KEY}} "
+                               "or --passphrase)")
+    config, weights = open_model(path, key)
+    return path, _check_config(config, path), weights
+
+
+def _check_config(config: Any, where: Path) -> dict[str, Any]:
+    model = config.get("model") if isinstance(config, dict) else None
+    if not isinstance(model, dict) or not isinstance(model.get("family"), str) \
+            or not isinstance(model.get("config"), dict):
+        raise FileFormatError(f"{where}: not an Atelier model config (it needs a \"model\" object "
+                              "with a \"family\" name and a \"config\" object)")
+    return config
+
+
 def resolve_pretrained(path: str | Path) -> tuple[Path, dict[str, Any]]:
     """(checkpoint or model directory, its config.json) for a run dir, checkpoint dir or model dir."""
     path = Path(path)
@@ -59,13 +88,7 @@ def resolve_pretrained(path: str | Path) -> tuple[Path, dict[str, Any]]:
     ckpt = latest_checkpoint(path)
     if ckpt is None:
         raise FileNotFoundError(f"{path}: no model.safetensors here nor a checkpoint under {path}/checkpoints")
-    config = load_json(ckpt / "config.json")
-    model = config.get("model") if isinstance(config, dict) else None
-    if not isinstance(model, dict) or not isinstance(model.get("family"), str) \
-            or not isinstance(model.get("config"), dict):
-        raise FileFormatError(f"{ckpt / 'config.json'}: not an Atelier model config (it needs a \"model\" object "
-                              "with a \"family\" name and a \"config\" object)")
-    return ckpt, config
+    return ckpt, _check_config(load_json(ckpt / "config.json"), ckpt / "config.json")
 
 
 class NonFiniteWeightsError(DataError):
@@ -128,17 +151,35 @@ def model_class(family: str) -> type:
 
 
 def load_pretrained(path: str | Path, *, map_location: str | torch.device = "cpu",
-                    allow_nonfinite: bool = True) -> Any:
-    """Load any saved model (run directory, checkpoint or model directory), whatever its family.
+                    allow_nonfinite: bool = True, key: Any = None) -> Any:
+    """Load any saved model (run directory, checkpoint, model directory, or an encrypted model opened
+    with ``key``), whatever its family.
 
     Weights holding NaN or +-inf are named by a :class:`NonFiniteWeightsWarning`, or refused with a
     :class:`NonFiniteWeightsError` when ``allow_nonfinite=False``."""
-    ckpt, config = resolve_pretrained(path)
+    return load_opened(open_pretrained(path, key), map_location=map_location, allow_nonfinite=allow_nonfinite)
+
+
+def load_opened(opened: tuple[Path, dict[str, Any], bytes | None], *, map_location: str | torch.device = "cpu",
+                allow_nonfinite: bool = True) -> Any:
+    """The model of what :func:`open_pretrained` returned (so an encrypted file is opened only once)."""
+    ckpt, config, _ = opened
     try:
         cls = model_class(config["model"]["family"])
     except ValueError as exc:
         raise ValueError(f"{ckpt}: {exc}") from None
-    return cls.from_pretrained(ckpt, map_location=map_location, allow_nonfinite=allow_nonfinite)
+    return cls.from_pretrained(ckpt, map_location=map_location, allow_nonfinite=allow_nonfinite, _opened=opened)
+
+
+def _tensors_from_bytes(data: bytes, where: Path) -> dict[str, torch.Tensor]:
+    """safetensors bytes (an opened envelope) -> tensors, never touching the disk."""
+    from safetensors.torch import load
+
+    try:
+        return load(data)
+    except Exception as exc:  # safetensors raises several types for a malformed buffer
+        raise FileFormatError(f"{where}: the sealed weights are not a readable safetensors buffer "
+                              f"({type(exc).__name__})") from None
 
 
 class PretrainedMixin:
@@ -166,11 +207,11 @@ class PretrainedMixin:
 
     @classmethod
     def from_pretrained(cls: type[M], path: str | Path, *, map_location: str | torch.device = "cpu",
-                        allow_nonfinite: bool = True) -> M:
-        """The saved model in ``path``; NaN/inf weights warn, or raise with ``allow_nonfinite=False``
-        (see :func:`check_finite_weights`)."""
+                        allow_nonfinite: bool = True, key: Any = None, _opened=None) -> M:
+        """The saved model in ``path`` (an encrypted one is opened with ``key``, in memory only); NaN/inf
+        weights warn, or raise with ``allow_nonfinite=False`` (see :func:`check_finite_weights`)."""
         map_location = check_device(map_location)  # "0" or a GPU this machine lacks: a message, not a RuntimeError
-        ckpt, config = resolve_pretrained(path)
+        ckpt, config, sealed = _opened if _opened is not None else open_pretrained(path, key)
         model_cfg = config.get("model", {})
         if model_cfg.get("family") not in (cls.family, *cls.family_aliases):
             raise ValueError(f"{ckpt}: holds a {model_cfg.get('family')!r} model, not a {cls.family!r} one")
@@ -180,11 +221,12 @@ class PretrainedMixin:
         count, nbytes = built_size(cls, model_config)
         ensure_fits(nbytes, f"{ckpt}: the model its config describes ({count:,} parameters)")
         weights = ckpt / "model.safetensors"
-        if weights.is_file() and nbytes > 1.01 * weights.stat().st_size + 2**20:
-            raise FileFormatError(f"{ckpt / 'config.json'} describes a model of {format_bytes(nbytes)} but "
-                                  f"{weights} holds {format_bytes(weights.stat().st_size)}: they do not belong together")
+        held = len(sealed) if sealed is not None else weights.stat().st_size if weights.is_file() else None
+        if held is not None and nbytes > 1.01 * held + 2**20:
+            raise FileFormatError(f"{ckpt} describes a model of {format_bytes(nbytes)} but its weights hold "
+                                  f"{format_bytes(held)}: they do not belong together")
         model = cls(model_config)  # type: ignore[call-arg]
-        state = load_tensors(weights, what="model weights")
+        state = load_tensors(weights, what="model weights") if sealed is None else _tensors_from_bytes(sealed, ckpt)
         try:
             missing, unexpected = model.load_state_dict(state, strict=False)  # type: ignore[attr-defined]
         except RuntimeError as exc:  # shape mismatches raise even with strict=False

@@ -226,8 +226,9 @@ def create_app(settings: ServeConfig, *, catalog: Catalog | None = None, db: Dat
                start_workers: bool = True) -> FastAPI:
     """The studio as an ASGI app. ``catalog``/``db`` default to those ``settings`` name."""
     db = db or Database(settings.db_url)
-    catalog = catalog if catalog is not None else Catalog.from_folders(list(settings.models), settings.device,
-                                                                       checkpoints=settings.checkpoints)
+    if catalog is None:
+        catalog = Catalog.from_folders(list(settings.models), settings.device, checkpoints=settings.checkpoints,
+                                       key=settings.model_key(), trusted=settings.trusted_keys())
     jobs = JobQueue(db, catalog, settings)
     state = Studio(settings, db, catalog, jobs, {})
 

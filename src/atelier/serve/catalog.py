@@ -10,6 +10,7 @@ in (``gan-run``, ``style-fast-run`` for ``style/fast-run``), made unique with th
 from __future__ import annotations
 
 import json
+import logging
 import math
 import threading
 from dataclasses import dataclass, field
@@ -18,6 +19,8 @@ from typing import Any
 
 from atelier.models.pretrained import resolve_pretrained
 from atelier.pipelines import Pipeline
+
+log = logging.getLogger("atelier.serve.catalog")
 
 #: Folders never searched (a run's own artefacts, caches, virtual environments).
 _SKIP = {"checkpoints", "samples", "tb", ".git", "__pycache__", ".venv", "node_modules"}
@@ -36,6 +39,8 @@ class ModelEntry:
     parameters: int
     size_bytes: int
     metrics: dict[str, float] = field(default_factory=dict)
+    sealed: bool = False  # an encrypted envelope, opened in memory with the studio's key
+    signed_by: str | None = None  # the trusted key's fingerprint, when signatures are required
 
     @property
     def model_config(self) -> dict[str, Any]:
@@ -60,7 +65,7 @@ class ModelEntry:
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "family": self.family, "resolution": self.resolution, "channels": self.channels,
                 "classes": self.num_classes, "parameters": self.parameters, "size_bytes": self.size_bytes,
-                "metrics": self.metrics}
+                "metrics": self.metrics, "encrypted": self.sealed, "signed_by": self.signed_by}
 
 
 def _weights_facts(path: Path) -> tuple[int, int]:
@@ -78,6 +83,16 @@ def _weights_facts(path: Path) -> tuple[int, int]:
 
 #: Bookkeeping numbers in a run's records that are not quality metrics.
 _NOT_METRICS = {"step", "epoch", "best_step", "n", "iw_k", "iw_n", "n_fake", "n_real", "seconds", "time"}
+
+
+def _count_from_header(weights: bytes) -> int:
+    """Parameters in safetensors bytes, from the header alone (8-byte length, then JSON of shapes)."""
+    try:
+        n = int.from_bytes(weights[:8], "little")
+        header = json.loads(weights[8:8 + n])
+        return int(sum(math.prod(v["shape"]) for k, v in header.items() if k != "__metadata__"))
+    except (ValueError, KeyError, TypeError):
+        return 0
 
 
 def _numbers(data: Any, prefix: str = "") -> dict[str, float]:
@@ -124,11 +139,28 @@ def _checkpoints(folder: Path, newest: Path) -> list[Path]:
                   and (p / "config.json").is_file())
 
 
-def find_models(roots: list[str | Path], *, checkpoints: bool = False) -> list[ModelEntry]:
+@dataclass
+class Refused:
+    """A model found but not served, and why (said on the console and in the log)."""
+
+    path: Path
+    reason: str
+
+
+def find_models(roots: list[str | Path], *, checkpoints: bool = False, key: Any = None,
+                trusted: list | None = None, refused: list[Refused] | None = None) -> list[ModelEntry]:
     """Every model under ``roots`` (each a model itself or a folder searched recursively). With
     ``checkpoints``, a run's other checkpoints are listed too, as ``RUN@CHECKPOINT`` (``gan-run@step_0001000``,
-    ``gan-run@best``), so that raters can compare a run with itself earlier in training."""
-    found: list[tuple[Path, Path, Path, dict]] = []
+    ``gan-run@best``), so that raters can compare a run with itself earlier in training.
+
+    Encrypted models (``model.atlenc``) are opened with ``key`` (in memory, to read their config). With
+    ``trusted`` public keys, only models whose directory (the served checkpoint or model directory) carries
+    a valid signature by one of them are served. Models left out, and why, are appended to ``refused``."""
+    from atelier.models.pretrained import open_pretrained
+    from atelier.protect.envelope import is_sealed
+
+    refused = refused if refused is not None else []
+    found: list[tuple[Path, Path, Path, dict, bytes | None]] = []
     for root in roots:
         root = Path(root)
         if not root.exists():
@@ -136,12 +168,25 @@ def find_models(roots: list[str | Path], *, checkpoints: bool = False) -> list[M
         stack = [(root, 0)]
         while stack:
             folder, depth = stack.pop()
-            try:
-                ckpt, config = resolve_pretrained(folder)
-            except (OSError, ValueError):
-                ckpt = None
+            ckpt = None
+            if is_sealed(folder):
+                if key is None:
+                    refused.append(Refused(folder, "encrypted, and the studio was given no key (--key-file or "
+                                                   "--key-env)"))
+                    continue
+                try:
+                    ckpt, config, sealed = open_pretrained(folder, key)
+                except (OSError, ValueError) as exc:
+                    refused.append(Refused(folder, f"encrypted, and it does not open: {exc}"))
+                    continue
+            else:
+                sealed = None
+                try:
+                    ckpt, config = resolve_pretrained(folder)
+                except (OSError, ValueError):
+                    ckpt = None
             if ckpt is not None:
-                found.append((root, folder, ckpt, config))
+                found.append((root, folder, ckpt, config, sealed))
                 continue
             if depth >= _MAX_DEPTH:
                 continue
@@ -153,16 +198,30 @@ def find_models(roots: list[str | Path], *, checkpoints: bool = False) -> list[M
             stack.extend((c, depth + 1) for c in reversed(children))
     names: dict[str, int] = {}
     entries = []
-    for root, folder, ckpt, config in found:
+    for root, folder, ckpt, config, sealed in found:
         rel = folder.relative_to(root).as_posix() if folder != root else root.name
         name = (rel if rel != "." else root.resolve().name).replace("/", "-")  # one URL path segment
         names[name] = names.get(name, 0) + 1
         if names[name] > 1:
             name = f"{root.resolve().name}-{name}"
-        params, size = _weights_facts(ckpt)
+        signed_by = None
+        if trusted is not None:
+            from atelier.protect.signing import SignatureError, verify_directory
+
+            try:
+                signed_by = verify_directory(ckpt, trusted).fingerprint
+            except (SignatureError, OSError) as exc:
+                refused.append(Refused(ckpt, f"not served: signatures are required and {exc}"))
+                continue
+        if sealed is not None:
+            from atelier.protect.envelope import ENVELOPE_NAME
+
+            params, size = _count_from_header(sealed), (ckpt / ENVELOPE_NAME).stat().st_size
+        else:
+            params, size = _weights_facts(ckpt)
         entries.append(ModelEntry(name, folder, ckpt, str(config["model"]["family"]), config, params, size,
-                                  run_metrics(folder)))
-        for other in _checkpoints(folder, ckpt) if checkpoints else ():
+                                  run_metrics(folder), sealed=sealed is not None, signed_by=signed_by))
+        for other in _checkpoints(folder, ckpt) if checkpoints and sealed is None and trusted is None else ():
             try:
                 _, other_config = resolve_pretrained(other)
             except (OSError, ValueError):
@@ -176,17 +235,25 @@ def find_models(roots: list[str | Path], *, checkpoints: bool = False) -> list[M
 class Catalog:
     """The served models by name, each loaded once (thread-safe) when first used."""
 
-    def __init__(self, entries: list[ModelEntry], device: str = "cpu") -> None:
+    def __init__(self, entries: list[ModelEntry], device: str = "cpu", *, key: Any = None,
+                 refused: list[Refused] | None = None) -> None:
         self.entries = {e.name: e for e in entries}
         self.device = device
+        self._key = key  # opens the encrypted models; kept in memory only, never logged
+        self.refused = list(refused or [])
         self._loaded: dict[str, Pipeline] = {}
         self._lock = threading.Lock()
         self._locks: dict[str, threading.Lock] = {name: threading.Lock() for name in self.entries}
         self._operations: dict[str, list[str]] = {}
 
     @classmethod
-    def from_folders(cls, roots: list[str | Path], device: str = "cpu", *, checkpoints: bool = False) -> "Catalog":
-        return cls(find_models(roots, checkpoints=checkpoints), device)
+    def from_folders(cls, roots: list[str | Path], device: str = "cpu", *, checkpoints: bool = False,
+                     key: Any = None, trusted: list | None = None) -> "Catalog":
+        refused: list[Refused] = []
+        entries = find_models(roots, checkpoints=checkpoints, key=key, trusted=trusted, refused=refused)
+        for r in refused:
+            log.warning("model %s refused: %s", r.path, r.reason)
+        return cls(entries, device, key=key, refused=refused)
 
     def __contains__(self, name: str) -> bool:
         return name in self.entries
@@ -206,7 +273,7 @@ class Catalog:
         with self._locks[name]:
             pipe = self._loaded.get(name)
             if pipe is None:
-                pipe = Pipeline.load(entry.checkpoint, device=self.device)
+                pipe = Pipeline.load(entry.checkpoint, device=self.device, key=self._key if entry.sealed else None)
                 self._loaded[name] = pipe
         return pipe
 

@@ -31,6 +31,10 @@ class ServeConfig(Config):
 
     models: tuple[str, ...] = ()
     checkpoints: bool = False  # also serve every checkpoint of a run, as RUN@CHECKPOINT
+    key_file: str = ""  # opens encrypted models (model.atlenc); a path, never the key itself
+    key_env: str = ""  # or: the name of the environment variable holding it
+    require_signed: bool = False  # serve only models signed by one of the trusted keys
+    trusted: tuple[str, ...] = ()  # public key files (atelier protect keygen --signing)
     db: str = ""  # a SQLAlchemy URL or a file path; "" is default_db_url()
     workers: Annotated[int, at.Interval(ge=0, le=64)] = 1  # job workers inside the server process
     max_n: Annotated[int, at.Interval(ge=1, le=4096)] = 64  # images per quick request (more: a job)
@@ -52,3 +56,30 @@ class ServeConfig(Config):
     @property
     def db_url(self) -> str:
         return self.db or default_db_url()
+
+    def validate(self) -> None:
+        super().validate()
+        if self.require_signed and not self.trusted:
+            from atelier.config import ConfigError
+
+            raise ConfigError("require_signed needs trusted public keys (--trusted KEY.pub ...)", field="trusted")
+
+    def model_key(self):
+        """The key for encrypted models, from its file or environment variable (None when neither is set)."""
+        from atelier.protect.envelope import Key
+
+        if self.key_file and self.key_env:
+            raise ValueError("give the models' key by --key-file or --key-env, not both")
+        if self.key_file:
+            return Key.from_file(self.key_file)
+        if self.key_env:
+            return Key.from_env(self.key_env)
+        return None
+
+    def trusted_keys(self) -> list | None:
+        """The trusted public keys when signatures are required, else None."""
+        if not self.require_signed:
+            return None
+        from atelier.protect.signing import load_public_keys
+
+        return [k for path in self.trusted for k in load_public_keys(path)]
