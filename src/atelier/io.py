@@ -178,14 +178,102 @@ def save_tensors(tensors: Mapping[str, torch.Tensor], path: str | os.PathLike, *
     return path
 
 
+#: Bounds on what a safetensors header may declare, checked before the library reads it: a hostile file
+#: cannot make us parse a gigabyte of JSON or build a million tensor objects.
+MAX_SAFETENSORS_HEADER = 64 << 20
+MAX_SAFETENSORS_TENSORS = 100_000
+_DTYPE_BYTES = {"BOOL": 1, "U8": 1, "I8": 1, "F8_E5M2": 1, "F8_E4M3": 1, "I16": 2, "U16": 2, "F16": 2, "BF16": 2,
+                "I32": 4, "U32": 4, "F32": 4, "I64": 8, "U64": 8, "F64": 8}
+
+
+def sniff_format(head: bytes) -> str | None:
+    """What a file that is not safetensors looks like, from its first bytes (None: nothing recognised):
+    a pickle, or a torch.save zip (which holds a pickle). Such files are refused, never unpickled."""
+    if len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5:
+        return "a Python pickle"
+    if head[:4] == b"PK\x03\x04":
+        return "a zip archive (torch.save's format, which holds a pickle)"
+    return None
+
+
+def check_safetensors_header(head: bytes, size: int, where: str) -> int:
+    """Validate a safetensors header (``head``: the file's first bytes, at least 8 + header length) against
+    the file's ``size``: bounded length and tensor count, known dtypes, shapes matching their byte ranges,
+    ranges inside the file, contiguous and non-overlapping. Returns the header length; FileFormatError
+    otherwise (a pickle or torch.save file is named as such, and never unpickled)."""
+    n = int.from_bytes(head[:8], "little") if len(head) >= 8 else 0
+    # safetensors first (a header length such as 640 begins with the bytes of a pickle's protocol opcode)
+    plausible = len(head) >= 9 and 2 <= n <= MAX_SAFETENSORS_HEADER and 8 + n <= size and head[8:9] == b"{"
+    kind = None if plausible else sniff_format(head[:64])
+    if kind is not None:
+        raise FileFormatError(f"{where}: {kind}, not safetensors; refused without loading it (a pickle can run code)")
+    if len(head) < 8:
+        raise FileFormatError(f"{where}: too short to be safetensors ({len(head)} bytes)")
+    if not 2 <= n <= MAX_SAFETENSORS_HEADER or 8 + n > size:
+        raise FileFormatError(f"{where}: the safetensors header declares {n:,} bytes, impossible in a file of "
+                              f"{size:,} bytes (the limit is {MAX_SAFETENSORS_HEADER:,})")
+    if len(head) < 8 + n:
+        raise FileFormatError(f"{where}: the safetensors header is cut short")
+    try:
+        header = json.loads(head[8:8 + n])
+    except (ValueError, UnicodeDecodeError):
+        raise FileFormatError(f"{where}: the safetensors header is not JSON") from None
+    if not isinstance(header, dict):
+        raise FileFormatError(f"{where}: the safetensors header is not a JSON object")
+    tensors = {k: v for k, v in header.items() if k != "__metadata__"}
+    if len(tensors) > MAX_SAFETENSORS_TENSORS:
+        raise FileFormatError(f"{where}: declares {len(tensors):,} tensors (at most {MAX_SAFETENSORS_TENSORS:,})")
+    body = size - 8 - n
+    spans = []
+    for name, info in tensors.items():
+        try:
+            dtype, shape, (start, end) = info["dtype"], info["shape"], info["data_offsets"]
+            ok = dtype in _DTYPE_BYTES and isinstance(shape, list) and all(
+                isinstance(d, int) and not isinstance(d, bool) and 0 <= d for d in shape) and \
+                isinstance(start, int) and isinstance(end, int) and 0 <= start <= end <= body
+        except (KeyError, TypeError, ValueError):
+            ok = False
+        if not ok:
+            raise FileFormatError(f"{where}: tensor {str(name)[:80]!r} has a malformed entry or a byte range "
+                                  "outside the file")
+        count = 1
+        for d in shape:
+            count *= d
+        if count * _DTYPE_BYTES[dtype] != end - start:
+            raise FileFormatError(f"{where}: tensor {str(name)[:80]!r} declares shape {shape} of {dtype} "
+                                  f"({count * _DTYPE_BYTES[dtype]:,} bytes) over {end - start:,} bytes")
+        spans.append((start, end))
+    spans.sort()
+    for (a0, a1), (b0, b1) in zip(spans, spans[1:]):
+        if b0 < a1:
+            raise FileFormatError(f"{where}: two tensors' byte ranges overlap")
+    return n
+
+
+def check_safetensors_file(path: Path, what: str = "tensors") -> None:
+    """:func:`check_safetensors_header` on a file, reading only its header."""
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        first = f.read(64)
+        if len(first) >= 8:
+            n = int.from_bytes(first[:8], "little")
+            if 2 <= n <= MAX_SAFETENSORS_HEADER and 8 + n <= size and first[8:9] == b"{":
+                f.seek(0)
+                first = f.read(8 + n)
+    check_safetensors_header(first, size, f"{path} ({what})")
+
+
 def read_safetensors(path: str | os.PathLike, *, keys: Iterable[str] | None = None,
                      what: str = "tensors") -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """(tensors, metadata) of a safetensors file; only ``keys`` (those present) are read when given.
+    The header is validated first (:func:`check_safetensors_header`): a pickle disguised as weights, a huge
+    or inconsistent header, or offsets outside the file are refused before the library reads anything.
 
     ``what`` names the content in errors ("VGG weights", "checkpoint", ...)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: {what} file missing")
+    check_safetensors_file(path, what)
     try:
         with safe_open(str(path), framework="pt", device="cpu") as f:
             present = set(f.keys())

@@ -175,6 +175,9 @@ def _tensors_from_bytes(data: bytes, where: Path) -> dict[str, torch.Tensor]:
     """safetensors bytes (an opened envelope) -> tensors, never touching the disk."""
     from safetensors.torch import load
 
+    from atelier.io import check_safetensors_header
+
+    check_safetensors_header(data, len(data), f"{where} (sealed weights)")
     try:
         return load(data)
     except Exception as exc:  # safetensors raises several types for a malformed buffer
