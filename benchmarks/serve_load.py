@@ -231,6 +231,7 @@ class Server:
         self.name, self.port = name, free_port()
         home = root / f"home-{name}"
         home.mkdir(parents=True)
+        self.db_path = home / "studio.sqlite"
         self.log_path = root / f"server-{name}.log"
         self.env = {**os.environ, "ATELIER_HOME": str(home), "OMP_NUM_THREADS": str(threads),
                     "MKL_NUM_THREADS": str(threads), "PYTHONUNBUFFERED": "1"}
@@ -766,7 +767,15 @@ def main() -> None:
     finally:
         for s in (batched, unbatched):
             s.stop()
+        # after all that load, the audit trail of each server must still verify
+        audit = {}
+        for s in (batched, unbatched):
+            r = subprocess.run([sys.executable, "-m", "atelier.cli", "serve", "audit", "verify", "--db", str(s.db_path)],
+                               capture_output=True, text=True, timeout=300)
+            audit[s.name] = {"verified": r.returncode == 0, "said": (r.stdout or r.stderr).strip()}
         shutil.rmtree(root, ignore_errors=True)
+    result["audit_trail"] = audit
+    result["summary"]["audit_trail_verifies"] = all(v["verified"] for v in audit.values())
     result["total_s"] = round(time.perf_counter() - t_start, 1)
     print(json.dumps(result, indent=2))
 

@@ -123,6 +123,8 @@ def base_args(command: tuple[str, ...], world: dict[str, Path], out: Path, famil
         ("serve", "token", "create"): ["fuzzer", "--db", o + ".sqlite"],
         ("serve", "token", "list"): ["--db", o + ".sqlite"],
         ("serve", "ratings", "export"): ["--out", o + ".jsonl", "--db", o + ".sqlite"],
+        ("serve", "audit", "verify"): ["--db", o + ".sqlite"],
+        ("serve", "audit", "list"): ["--db", o + ".sqlite"],
     }
     if command == ("serve", "token", "revoke"):  # a token to revoke
         from atelier.serve import auth

@@ -583,3 +583,63 @@ def test_encrypted_models_open_with_the_key_and_unsigned_ones_are_refused(tmp_pa
     assert strict.get("signed").signed_by.startswith("ed25519:")
     reasons = {r.path.name: r.reason for r in strict.refused}
     assert "unsigned" in reasons["unsigned"] and "file changed: config.json" in reasons["altered"]
+
+
+def test_the_audit_trail_records_events_and_finds_any_edit(studio) -> None:
+    from atelier.serve import audit
+    from atelier.serve.db import AuditRow
+
+    c, tokens, db, app = studio
+    h = bearer(tokens, "alice")
+    png(c, tokens, "vae")  # loads a model
+    done = c.post("/v1/jobs", json={"kind": "generate", "model": "vae", "params": {"n": 4}}, headers=h).json()["id"]
+    wait_job(c, h, done)
+    app.state.studio.jobs.stop_workers()
+    try:
+        queued = c.post("/v1/jobs", json={"kind": "generate", "model": "vae", "params": {"n": 4}}, headers=h).json()
+        c.post(f"/v1/jobs/{queued['id']}/cancel", headers=h)
+    finally:
+        app.state.studio.jobs.start_workers(1)
+    assert c.post("/v1/session", json={"token": "atl_000000000000_" + "x" * 43}).status_code == 401
+    c.post("/v1/session", json={"token": tokens["alice"]})
+    c.cookies.clear()
+    made = c.post("/v1/tokens", json={"principal": "erin", "scopes": ["read"], "label": "Erin's laptop"},
+                  headers=bearer(tokens, "admin")).json()
+    c.delete(f"/v1/tokens/{made['key_id']}", headers=bearer(tokens, "admin"))
+    trail = c.get("/v1/audit", params={"limit": 1000}, headers=bearer(tokens, "admin")).json()
+    assert trail["verified"], trail["problem"]
+    actions = [e["action"] for e in trail["events"]]
+    for expected in ("login.failed", "login", "token.create", "token.revoke", "model.load", "job.submit",
+                     "job.succeeded", "job.cancel"):
+        assert expected in actions, expected
+    with db.session() as s:  # addresses and free text only as salted hashes
+        rows = list(s.scalars(sa.select(AuditRow)))
+    text = " ".join(f"{r.address} {r.detail}" for r in rows)
+    assert "testclient" not in text and "Erin's laptop" not in text
+    assert any(r.action == "model.load" and len(r.detail["sha256"]) == 64 for r in rows)
+
+    def broken() -> str:
+        verdict = audit.verify(db)
+        assert not verdict.ok
+        return verdict.problem
+
+    last = rows[-1].id
+    with db.session() as s:  # edit a row in place
+        s.execute(sa.update(AuditRow).where(AuditRow.id == 2).values(actor="mallory"))
+    assert "row 2 was edited" in broken()
+    with db.session() as s:
+        s.execute(sa.update(AuditRow).where(AuditRow.id == 2).values(actor=rows[1].actor))
+    assert audit.verify(db).ok
+    with db.session() as s:  # delete a row
+        gone = s.get(AuditRow, 3)
+        saved = {k: getattr(gone, k) for k in ("id", "at", "actor", "action", "target", "detail", "address",
+                                                 "prev_hash", "row_hash")}
+        s.delete(gone)
+    assert "missing" in broken()
+    with db.session() as s:  # insert a forged row in its place
+        s.add(AuditRow(**(saved | {"actor": "mallory", "row_hash": "f" * 64})))
+    assert "row 3" in broken()
+    with db.session() as s:
+        s.execute(sa.delete(AuditRow).where(AuditRow.id == 3))
+        s.add(AuditRow(**saved))
+    assert audit.verify(db).ok and audit.verify(db).rows >= last

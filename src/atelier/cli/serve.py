@@ -95,9 +95,15 @@ def _cmd_token_create(args) -> int:
     from atelier.serve import auth
 
     check_float(args.expires_days, "--expires-days", high=3650)
-    new = auth.create_token(_database(args), args.name, args.scopes.split(","),
+    from atelier.serve import audit
+
+    db = _database(args)
+    new = auth.create_token(db, args.name, args.scopes.split(","),
                             models=args.models.split(",") if args.models else None, label=args.label or "",
                             expires_in=timedelta(days=args.expires_days) if args.expires_days else None)
+    audit.record(db, "token.create", actor="cli", target=new.key_id,
+                 detail={"principal": new.principal, "scopes": list(new.scopes), "models": new.models},
+                 free_text={"label": args.label or ""})
     print(f"token for {new.principal} ({', '.join(new.scopes)}"
           f"{'; models ' + ', '.join(new.models) if new.models else ''}"
           f"{'; expires ' + new.expires_at.isoformat(timespec='minutes') if new.expires_at else ''}), shown once:")
@@ -120,12 +126,35 @@ def _cmd_token_list(args) -> int:
 
 
 def _cmd_token_revoke(args) -> int:
-    from atelier.serve import auth
+    from atelier.serve import audit, auth
 
-    if not auth.revoke_token(_database(args), args.key_id):
+    db = _database(args)
+    if not auth.revoke_token(db, args.key_id):
         print(f"atelier serve token revoke: no active token with key id {args.key_id!r}", file=sys.stderr)
         return 2
+    audit.record(db, "token.revoke", actor="cli", target=args.key_id[:16])
     print(f"revoked {args.key_id}; its sessions are closed")
+    return 0
+
+
+def _cmd_audit_verify(args) -> int:
+    from atelier.serve import audit
+
+    verdict = audit.verify(_database(args))
+    if not verdict.ok:
+        print(f"atelier serve audit verify: the audit trail is broken at row {verdict.row_id}: {verdict.problem}",
+              file=sys.stderr)
+        return 1
+    print(f"the audit trail verifies: {verdict.rows} rows, each chained to the one before")
+    return 0
+
+
+def _cmd_audit_list(args) -> int:
+    from atelier.serve import audit
+
+    for e in reversed(audit.recent(_database(args), args.n)):
+        print(f"{e['id']:6d} {e['at'][:19]} {e['actor']:16s} {e['action']:16s} {e['target']:34s} "
+              f"{e['detail'] if e['detail'] else ''}")
     return 0
 
 
@@ -200,7 +229,7 @@ def add_serve_parser(sub) -> None:
     s.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores but one)")
     s.add_argument("--log-level", default="warning", choices=("critical", "error", "warning", "info", "debug"))
     s.set_defaults(func=_cmd_serve)
-    ssub = s.add_subparsers(dest="serve_command", required=False, metavar="{token,worker,ratings}")
+    ssub = s.add_subparsers(dest="serve_command", required=False, metavar="{token,worker,ratings,audit}")
 
     t = ssub.add_parser("token", help="create, list or revoke access tokens")
     tsub = t.add_subparsers(dest="token_command", required=True)
@@ -231,6 +260,16 @@ def add_serve_parser(sub) -> None:
     w.add_argument("--trusted", nargs="+", default=None)
     w.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores but one)")
     w.set_defaults(func=_cmd_worker)
+
+    a = ssub.add_parser("audit", help="the audit trail: verify its hash chain, or list the newest events")
+    asub = a.add_subparsers(dest="audit_command", required=True)
+    av = asub.add_parser("verify", help="find an edited, inserted or deleted row (exit 1 when broken)")
+    av.add_argument("--db", default=None, help=db_help)
+    av.set_defaults(func=_cmd_audit_verify)
+    al = asub.add_parser("list", help="the newest events (addresses and free text appear as salted hashes)")
+    al.add_argument("--n", type=int, default=50)
+    al.add_argument("--db", default=None, help=db_help)
+    al.set_defaults(func=_cmd_audit_list)
 
     g = ssub.add_parser("ratings", help="import or export human ratings (JSON lines)")
     gsub = g.add_subparsers(dest="ratings_command", required=True)

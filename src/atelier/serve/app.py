@@ -28,7 +28,7 @@ from fastapi.responses import FileResponse, JSONResponse, Response, StreamingRes
 from pydantic import BaseModel, Field
 
 from atelier.data.base import DataError
-from atelier.serve import auth, job_kinds, ratings as rating_store
+from atelier.serve import audit, auth, job_kinds, ratings as rating_store
 from atelier.serve.batching import DynamicBatcher, GenerateRequest, Overloaded
 from atelier.serve.catalog import Catalog
 from atelier.serve.db import Database, Job, JobFile, RatingTask
@@ -231,6 +231,9 @@ def create_app(settings: ServeConfig, *, catalog: Catalog | None = None, db: Dat
                                        key=settings.model_key(), trusted=settings.trusted_keys())
     jobs = JobQueue(db, catalog, settings)
     state = Studio(settings, db, catalog, jobs, {})
+    catalog.on_load = lambda entry, sha: audit.record(
+        db, "model.load", actor="studio", target=entry.name,
+        detail={"sha256": sha, "signed_by": entry.signed_by, "encrypted": entry.sealed})
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -347,9 +350,12 @@ def _public_routes(app: FastAPI) -> None:
     def login(body: LoginBody, request: Request, s: StudioDep) -> JSONResponse:
         """Exchange a token for a session cookie (HttpOnly, SameSite=Strict) and the session's CSRF token."""
         who = auth.authenticate(s.db, body.token.strip())
+        address = request.client.host if request.client else None
         if who is None:
+            audit.record(s.db, "login.failed", address=address)
             raise ApiError(401, "unauthenticated", "the token is missing, malformed, unknown, expired or revoked",
                            "token")
+        audit.record(s.db, "login", actor=who.name, address=address)
         session_id, csrf = auth.open_session(s.db, who, s.settings.session_hours)
         response = JSONResponse({"principal": who.name, "scopes": sorted(who.scopes), "csrf": csrf})
         response.set_cookie(SESSION_COOKIE, session_id, max_age=int(s.settings.session_hours * 3600), httponly=True,
@@ -639,7 +645,9 @@ def _job_routes(app: FastAPI) -> None:
     @app.post("/v1/jobs/{job_id}/cancel", tags=["jobs"], **scoped("read"))
     def cancel(job_id: str, who: Reader, s: StudioDep) -> dict:
         _own_job(s, who, job_id)
-        return {"id": job_id, "status": s.jobs.cancel(job_id)}
+        status = s.jobs.cancel(job_id)
+        audit.record(s.db, "job.cancel", actor=who.name, target=job_id)
+        return {"id": job_id, "status": status}
 
     @app.get("/v1/jobs/{job_id}/preview.png", tags=["jobs"], **scoped("read"))
     def preview(job_id: str, who: Reader, s: StudioDep) -> Response:
@@ -767,6 +775,7 @@ def _rating_routes(app: FastAPI) -> None:
     @app.get("/v1/ratings/export", tags=["ratings"], **scoped("admin"),
              responses={200: {"content": {"application/x-ndjson": {}}}})
     def export(who: Admin, s: StudioDep) -> StreamingResponse:
+        audit.record(s.db, "ratings.export", actor=who.name)
         return StreamingResponse(rating_store.export_jsonl(s.db), media_type="application/x-ndjson",
                                  headers={"Content-Disposition": 'attachment; filename="ratings.jsonl"'})
 
@@ -783,6 +792,9 @@ def _admin_routes(app: FastAPI) -> None:
 
         new = auth.create_token(s.db, body.principal, body.scopes, models=body.models, label=body.label,
                                 expires_in=timedelta(days=body.expires_days) if body.expires_days else None)
+        audit.record(s.db, "token.create", actor=who.name, target=new.key_id,
+                     detail={"principal": new.principal, "scopes": list(new.scopes), "models": new.models},
+                     free_text={"label": body.label})
         return {"token": new.token, "key_id": new.key_id, "principal": new.principal, "scopes": list(new.scopes),
                 "models": new.models, "expires_at": new.expires_at and new.expires_at.isoformat(),
                 "note": "shown once: only its hash is kept"}
@@ -791,7 +803,15 @@ def _admin_routes(app: FastAPI) -> None:
     def revoke(key_id: str, who: Admin, s: StudioDep) -> dict:
         if not auth.revoke_token(s.db, key_id):
             raise ApiError(404, "not_found", f"no active token with key id {key_id!r}", "key_id")
+        audit.record(s.db, "token.revoke", actor=who.name, target=key_id)
         return {"revoked": key_id}
+
+    @app.get("/v1/audit", tags=["admin"], **scoped("admin"))
+    def audit_trail(who: Admin, s: StudioDep, limit: int = 100) -> dict:
+        """The newest events and whether the whole chain verifies."""
+        verdict = audit.verify(s.db)
+        return {"verified": verdict.ok, "rows": verdict.rows, "problem": verdict.problem,
+                "events": audit.recent(s.db, max(1, min(limit, 1000)))}
 
     @app.get("/v1/stats", tags=["admin"], **scoped("admin"))
     def stats(who: Admin, s: StudioDep) -> dict:

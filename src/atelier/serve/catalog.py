@@ -232,6 +232,20 @@ def find_models(roots: list[str | Path], *, checkpoints: bool = False, key: Any 
     return entries
 
 
+def weights_sha256(entry: ModelEntry) -> str:
+    """The SHA-256 of the file a model's weights came from (the envelope for an encrypted model)."""
+    import hashlib
+
+    from atelier.protect.envelope import ENVELOPE_NAME
+
+    path = entry.checkpoint / (ENVELOPE_NAME if entry.sealed else "model.safetensors")
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 class Catalog:
     """The served models by name, each loaded once (thread-safe) when first used."""
 
@@ -241,6 +255,7 @@ class Catalog:
         self.device = device
         self._key = key  # opens the encrypted models; kept in memory only, never logged
         self.refused = list(refused or [])
+        self.on_load: Any = None  # called with (entry, sha256 of its weights file) after each load
         self._loaded: dict[str, Pipeline] = {}
         self._lock = threading.Lock()
         self._locks: dict[str, threading.Lock] = {name: threading.Lock() for name in self.entries}
@@ -275,6 +290,8 @@ class Catalog:
             if pipe is None:
                 pipe = Pipeline.load(entry.checkpoint, device=self.device, key=self._key if entry.sealed else None)
                 self._loaded[name] = pipe
+                if self.on_load is not None:
+                    self.on_load(entry, weights_sha256(entry))
         return pipe
 
     def operations(self, name: str) -> list[str]:

@@ -21,7 +21,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
 
-__all__ = ["DatabaseError", "Base", "Principal", "Token", "WebSession", "Job", "JobFile", "RatingTask", "RatingRow",
+__all__ = ["AuditRow", "StudioSecret", "DatabaseError", "Base", "Principal", "Token", "WebSession", "Job", "JobFile", "RatingTask", "RatingRow",
            "utcnow", "make_engine", "migrate", "Database", "normalise_url"]
 
 
@@ -180,6 +180,31 @@ class RatingRow(Base):
 
 class DatabaseError(ValueError):
     """The database cannot be opened or brought up to date (said with its address, never its password)."""
+
+
+class AuditRow(Base):
+    """One event of the audit trail. ``row_hash`` = SHA-256 over the previous row's hash and this row's
+    fields, so an edited, inserted or deleted row breaks the chain (:func:`atelier.serve.audit.verify`).
+    Addresses and free text are kept only as salted hashes."""
+
+    __tablename__ = "audit_log"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    actor: Mapped[str] = mapped_column(sa.String(64))  # a principal's name, or "-" (anonymous), or "cli"
+    action: Mapped[str] = mapped_column(sa.String(64))
+    target: Mapped[str] = mapped_column(sa.String(200), default="")
+    detail: Mapped[dict] = mapped_column(JSONText, default=dict)
+    address: Mapped[str] = mapped_column(sa.String(64), default="")  # salted hash of the client address
+    prev_hash: Mapped[str] = mapped_column(sa.String(64))
+    row_hash: Mapped[str] = mapped_column(sa.String(64))
+
+
+class StudioSecret(Base):
+    """Per-database secrets (the salt of the audit trail's hashes), made on first use."""
+
+    __tablename__ = "studio_secrets"
+    name: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(sa.String(128))
 
 
 def normalise_url(url: str) -> str:

@@ -29,6 +29,7 @@ from typing import Any, Callable
 
 import sqlalchemy as sa
 
+from atelier.serve import audit
 from atelier.serve.db import Database, Job, JobFile, utcnow
 from atelier.serve.operations import File
 from atelier.serve.settings import ServeConfig
@@ -224,6 +225,7 @@ class JobQueue:
             s.flush()
             for name, (media_type, data) in (inputs or {}).items():
                 s.add(JobFile(job_id=job_id, name=INPUT_PREFIX + name, media_type=media_type, data=data))
+        audit.record(self.db, "job.submit", actor=str(owner_id), target=job_id, detail={"kind": kind, "model": model})
         self._task(job_id)
         return job_id
 
@@ -301,6 +303,7 @@ class JobQueue:
                 if status == "succeeded":
                     values["progress"] = 1.0
             s.execute(sa.update(Job).where(Job.id == job_id).values(**values))
+        audit.record(self.db, f"job.{status}", actor=self.worker_name, target=job_id, detail={"kind": job.kind})
 
     def start_workers(self, n: int) -> None:
         """Run ``n`` worker threads in this process (no signal handlers taken: the server owns those)."""
