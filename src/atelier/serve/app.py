@@ -59,6 +59,38 @@ def _error(status: int, code: str, message: str, field: str | None = None, heade
                         headers=headers)
 
 
+class RateLimits:
+    """Failed logins per client address and (optionally) requests per principal, with the ``limits``
+    library's moving windows in this process's memory."""
+
+    def __init__(self, settings: ServeConfig) -> None:
+        from limits import parse, storage, strategies
+
+        self._limiter = strategies.MovingWindowRateLimiter(storage.MemoryStorage())
+        self.failed = parse(settings.failed_logins) if settings.failed_logins else None
+        self.user = parse(settings.user_rate) if settings.user_rate else None
+
+    def _retry_after(self, item, *keys: str) -> str:
+        import time
+
+        return str(max(1, int(self._limiter.get_window_stats(item, *keys).reset_time - time.time()) + 1))
+
+    def check_address(self, address: str | None) -> None:
+        """429 while ``address`` has used up its failed logins."""
+        if self.failed is not None and address and not self._limiter.test(self.failed, "login", address):
+            raise ApiError(429, "too_many_failed_logins", "too many failed logins from your address; try again "
+                           "later", headers={"Retry-After": self._retry_after(self.failed, "login", address)})
+
+    def failed_login(self, address: str | None) -> None:
+        if self.failed is not None and address:
+            self._limiter.hit(self.failed, "login", address)
+
+    def request(self, principal: str) -> None:
+        if self.user is not None and not self._limiter.hit(self.user, "user", principal):
+            raise ApiError(429, "rate_limited", f"more than {self.user} requests for this user; slow down",
+                           headers={"Retry-After": self._retry_after(self.user, "user", principal)})
+
+
 @dataclass
 class Studio:
     """Everything the routes share."""
@@ -68,6 +100,7 @@ class Studio:
     catalog: Catalog
     jobs: JobQueue
     batchers: dict[str, DynamicBatcher]
+    limits: RateLimits | None = None
 
     def batcher(self, name: str) -> DynamicBatcher:
         if name not in self.batchers:
@@ -84,13 +117,26 @@ async def studio(request: Request) -> Studio:  # async: no thread-pool hop for a
 
 
 async def identity(request: Request, s: Studio = Depends(studio)) -> auth.Identity:
+    who = await _identity(request, s)
+    if s.limits is not None:
+        s.limits.request(who.name)
+    return who
+
+
+async def _identity(request: Request, s: Studio) -> auth.Identity:
     header = request.headers.get("authorization")
     if header is not None:
         scheme, _, token = header.partition(" ")
         who = None
         if scheme.lower() == "bearer":  # a recently seen token costs no database round trip
-            who = auth.cached_identity(token.strip()) or await asyncio.to_thread(auth.authenticate, s.db,
-                                                                                  token.strip())
+            who = auth.cached_identity(token.strip())
+            if who is None:
+                address = request.client.host if request.client else None
+                if s.limits is not None:
+                    s.limits.check_address(address)
+                who = await asyncio.to_thread(auth.authenticate, s.db, token.strip())
+                if who is None and s.limits is not None:
+                    s.limits.failed_login(address)
         if who is None:
             raise ApiError(401, "unauthenticated", "the token is missing, malformed, unknown, expired or revoked",
                            headers={"WWW-Authenticate": "Bearer"})
@@ -230,7 +276,7 @@ def create_app(settings: ServeConfig, *, catalog: Catalog | None = None, db: Dat
         catalog = Catalog.from_folders(list(settings.models), settings.device, checkpoints=settings.checkpoints,
                                        key=settings.model_key(), trusted=settings.trusted_keys())
     jobs = JobQueue(db, catalog, settings)
-    state = Studio(settings, db, catalog, jobs, {})
+    state = Studio(settings, db, catalog, jobs, {}, RateLimits(settings))
     catalog.on_load = lambda entry, sha: audit.record(
         db, "model.load", actor="studio", target=entry.name,
         detail={"sha256": sha, "signed_by": entry.signed_by, "encrypted": entry.sealed})
@@ -349,9 +395,13 @@ def _public_routes(app: FastAPI) -> None:
     @app.post("/v1/session", tags=["session"])
     def login(body: LoginBody, request: Request, s: StudioDep) -> JSONResponse:
         """Exchange a token for a session cookie (HttpOnly, SameSite=Strict) and the session's CSRF token."""
-        who = auth.authenticate(s.db, body.token.strip())
         address = request.client.host if request.client else None
+        if s.limits is not None:
+            s.limits.check_address(address)
+        who = auth.authenticate(s.db, body.token.strip())
         if who is None:
+            if s.limits is not None:
+                s.limits.failed_login(address)
             audit.record(s.db, "login.failed", address=address)
             raise ApiError(401, "unauthenticated", "the token is missing, malformed, unknown, expired or revoked",
                            "token")

@@ -51,6 +51,8 @@ class ServeConfig(Config):
     jobs_per_user: Annotated[int, at.Interval(ge=1, le=1000)] = 2  # running or queued jobs per principal
     session_hours: Annotated[float, at.Interval(ge=0.01, le=24 * 30)] = 12.0
     job_timeout_s: Annotated[float, at.Interval(ge=1.0, le=7 * 86400)] = 3600.0
+    failed_logins: str = "10/minute"  # per client address, then 429 until the window frees ("" = no limit)
+    user_rate: str = ""  # requests per principal, e.g. "600/minute" ("" = no limit)
     device: str = "cpu"
 
     @property
@@ -59,6 +61,17 @@ class ServeConfig(Config):
 
     def validate(self) -> None:
         super().validate()
+        from limits import parse
+
+        for name in ("failed_logins", "user_rate"):
+            value = getattr(self, name)
+            if value:
+                try:
+                    parse(value)
+                except ValueError:
+                    from atelier.config import ConfigError
+
+                    raise ConfigError(f"{name} is a rate such as 10/minute, got {value!r}", field=name) from None
         if self.require_signed and not self.trusted:
             from atelier.config import ConfigError
 
