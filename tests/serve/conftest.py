@@ -149,22 +149,20 @@ class PostgresServer:
         path = self.base / "server.log"
         return path.read_text(errors="replace") if path.exists() else ""
 
-    def create_database(self, name: str) -> None:
+    def _admin(self, sql: str) -> None:
         conn = self.connect()
         try:
             with conn.cursor() as cur:
-                cur.execute(f'CREATE DATABASE "{name}"')
+                cur.execute(sql)
         finally:
             conn.close()
 
+    def create_database(self, name: str) -> None:
+        self._admin(f'CREATE DATABASE "{name}"')
+
     def drop_database(self, name: str) -> None:
-        conn = self.connect()
-        try:
-            with conn.cursor() as cur:
-                # FORCE (PostgreSQL 13+) ends connections a test left open, e.g. a SQLAlchemy pool not disposed
-                cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            conn.close()
+        # FORCE (PostgreSQL 13+) ends connections a test left open, e.g. a SQLAlchemy pool not disposed
+        self._admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def _postgres_base_dir(run_as: str | None) -> Path:

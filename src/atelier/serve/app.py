@@ -769,28 +769,26 @@ def _own_task(s: Studio, who: auth.Identity, task_id: str) -> RatingTask:
 
 
 def _rating_routes(app: FastAPI) -> None:
+    def ask(s: Studio, who: auth.Identity, named: list[str], make) -> dict:
+        """A new rating question from ``make()``, after checking the models named in the request."""
+        for m in named:
+            model_for(s, who, m, "sample")
+        try:
+            return _task_json(make())
+        except rating_store.NotEnoughModels as exc:
+            raise ApiError(409, "not_enough_models", str(exc)) from None
+
     @app.post("/v1/ratings/pairs", tags=["ratings"], **scoped("rate"))
     def new_pair(body: PairBody, who: Rater, s: StudioDep) -> dict:
         """A new pair of samples from two models (random ones unless named) to compare."""
-        if body.models is not None:
-            for m in body.models:
-                model_for(s, who, m, "sample")
-        try:
-            task = rating_store.new_pair(s.db, s.catalog, who.principal_id, models=body.models, allowed=who.may_use)
-        except rating_store.NotEnoughModels as exc:
-            raise ApiError(409, "not_enough_models", str(exc)) from None
-        return _task_json(task)
+        return ask(s, who, list(body.models or ()), lambda: rating_store.new_pair(
+            s.db, s.catalog, who.principal_id, models=body.models, allowed=who.may_use))
 
     @app.post("/v1/ratings/real", tags=["ratings"], **scoped("rate"))
     def new_real(body: RealBody, who: Rater, s: StudioDep) -> dict:
         """One image, real (a test image of the model's dataset) or generated: which is it?"""
-        if body.model is not None:
-            model_for(s, who, body.model, "sample")
-        try:
-            task = rating_store.new_real_task(s.db, s.catalog, who.principal_id, model=body.model, allowed=who.may_use)
-        except rating_store.NotEnoughModels as exc:
-            raise ApiError(409, "not_enough_models", str(exc)) from None
-        return _task_json(task)
+        return ask(s, who, [body.model] if body.model else [], lambda: rating_store.new_real_task(
+            s.db, s.catalog, who.principal_id, model=body.model, allowed=who.may_use))
 
     @app.get("/v1/ratings/tasks/{task_id}/{side}.png", tags=["ratings"], **scoped("rate"))
     async def task_image(task_id: str, side: Literal["left", "right", "image"], who: Rater, s: StudioDep) -> Response:

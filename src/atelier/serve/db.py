@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import event
@@ -279,7 +278,3 @@ class Database:
     def describe(self) -> str:
         """The URL without its password, for messages."""
         return sa.engine.make_url(self.url).render_as_string(hide_password=True)
-
-
-def row_dict(row: Any, fields: list[str]) -> dict[str, Any]:
-    return {f: getattr(row, f) for f in fields}

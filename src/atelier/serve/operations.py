@@ -15,10 +15,10 @@ import numpy as np
 import torch
 
 from atelier.data.base import DataError
-from atelier.data.images import decode_image, png_bytes, read_image_bytes, strict_pil
+from atelier.data.images import as_uint8, decode_image, png_bytes, read_image_bytes, strict_pil
 from atelier.pipelines import Pipeline
 from atelier.report.gif import gif_bytes
-from atelier.report.grid import grid_png, make_grid
+from atelier.report.grid import grid_png
 
 
 @dataclass
@@ -117,13 +117,8 @@ def traversal(pipe: Pipeline, *, dims: list[int] | None, seed: int, label: int |
     values = torch.linspace(-span, span, steps).tolist()
     with torch.no_grad():
         images, _dims, _info = traverse(pipe.model, dims=dims, values=values, seed=seed, label=label, max_rows=10)
-    return File("traversal.png", "image/png", grid_png(_u8(images), nrow=steps))
+    return File("traversal.png", "image/png", grid_png(as_uint8(images), nrow=steps))
 
-
-def _u8(images: torch.Tensor) -> torch.Tensor:
-    from atelier.data.base import to_uint8
-
-    return images if images.dtype == torch.uint8 else to_uint8(images)
 
 
 def reconstruction(pipe: Pipeline, image: torch.Tensor) -> tuple[File, list[float]]:
@@ -140,7 +135,7 @@ def image_interpolation(pipe: Pipeline, a: torch.Tensor, b: torch.Tensor, steps:
     pipe._require("reconstruct")
     with torch.no_grad():
         frames = interpolate_images(pipe.model, to_float(a[None])[0], to_float(b[None])[0], steps)
-    return strip_and_gif(frames if frames.dtype == torch.uint8 else _u8(frames), "image-interpolation")
+    return strip_and_gif(as_uint8(frames), "image-interpolation")
 
 
 def stylized(pipe: Pipeline, image: torch.Tensor, strength: float) -> File:
@@ -188,7 +183,3 @@ def gatys(content: torch.Tensor, style: torch.Tensor, *, steps: int, size: int, 
     if result.stopped:
         raise Stopped(f"after {done[0]} of about {planned} iterations")
     return File("stylized.png", "image/png", png_bytes((result.image.clamp(0, 1) * 255).round().to(torch.uint8)))
-
-
-def class_strip(images: torch.Tensor) -> bytes:
-    return png_bytes(make_grid(images, nrow=images.shape[0]))
