@@ -237,7 +237,8 @@ class Server:
                     "MKL_NUM_THREADS": str(threads), "PYTHONUNBUFFERED": "1"}
         self.args = [sys.executable, "-m", "atelier.cli", "serve", "--models", str(models), "--db",
                      str(home / "studio.sqlite"), "--host", "127.0.0.1", "--port", str(self.port), "--workers", "0",
-                     "--max-batch", str(max_batch), "--max-wait-ms", str(max_wait_ms), "--threads", str(threads)]
+                     "--max-batch", str(max_batch), "--max-wait-ms", str(max_wait_ms), "--threads", str(threads),
+                     "--generate-rate", ""]  # capacity is measured: no per-user image quota
         self.settings = {"max_batch": max_batch, "max_wait_ms": max_wait_ms, "workers": 0, "torch_threads": threads,
                          "env": {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}}
         self.token = ""

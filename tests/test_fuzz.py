@@ -170,6 +170,7 @@ def _protect_world(command: tuple[str, ...], w: dict[str, Path], out: Path) -> d
         ("protect", "inspect"): [str(sealed)],
         ("protect", "sign"): [str(signed), "--key", o + ".sign"],
         ("protect", "verify"): [str(signed), "--trusted", o + ".sign.pub"],
+        ("protect", "audit-data"): [str(w["run-gan"]), "--n", "20", "--samples", "20", "--bootstrap", "20"],
     }
 
 

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from atelier.io import FileFormatError, MAX_SAFETENSORS_TENSORS, load_tensors, save_tensors
+from atelier.models.registry import create_model
 
 
 def _raw(header: dict, body: bytes) -> bytes:
@@ -66,3 +67,17 @@ def test_a_huge_header_or_tensor_count_is_refused(tmp_path) -> None:
     path.write_bytes(_raw(many, b""))
     with pytest.raises(FileFormatError, match="tensors"):
         load_tensors(path)
+
+
+def test_a_latest_pointer_leading_out_of_the_run_is_not_followed(tmp_path) -> None:
+    from atelier.models.pretrained import latest_checkpoint
+
+    torch.manual_seed(0)
+    outside = create_model("vae", width=8, hidden=0, latent_dim=4).save_pretrained(tmp_path / "outside" / "evil")
+    run = tmp_path / "run" / "checkpoints"
+    inside = create_model("vae", width=8, hidden=0, latent_dim=4).save_pretrained(run / "step_0000001")
+    for pointer in ("../../outside/evil", str(outside), "..", "step_0000001/../../../outside/evil"):
+        (run / "latest").write_text(pointer)
+        assert latest_checkpoint(tmp_path / "run") is None, pointer
+    (run / "latest").write_text("step_0000001\n")
+    assert latest_checkpoint(tmp_path / "run") == inside

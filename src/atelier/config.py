@@ -9,6 +9,7 @@ import dataclasses
 import functools
 import json
 import math
+import os
 import platform
 import types
 import typing
@@ -18,7 +19,7 @@ from typing import Annotated, Any, TypeVar
 
 import annotated_types as at
 
-from atelier.io import load_json
+from atelier.io import parse_json
 
 T = TypeVar("T")
 
@@ -313,23 +314,77 @@ def environment() -> dict[str, str]:
     }
 
 
+#: A config file is a few dozen settings: bounds on what one may hold, so that a hostile or broken file (YAML
+#: aliases that expand exponentially, "billion laughs") is refused before any code walks it.
+MAX_CONFIG_BYTES = 1 << 20
+MAX_CONFIG_VALUES = 10_000
+MAX_CONFIG_DEPTH = 64
+
+
+def check_config_data(data: Any, where: str, *, max_values: int = MAX_CONFIG_VALUES,
+                      max_depth: int = MAX_CONFIG_DEPTH) -> None:
+    """Raise :class:`ConfigError` naming ``where`` when parsed config data holds more than ``max_values``
+    values or nests deeper than ``max_depth``, counting a shared (aliased) value each time it is reached:
+    the size of the data as code that walks it sees it. Stops at the first value over the bound, so the
+    check itself is cheap however large the expanded data would be."""
+    seen = 0
+    stack: list[tuple[Any, int]] = [(data, 1)]
+    while stack:
+        value, depth = stack.pop()
+        seen += 1
+        if seen > max_values:
+            raise ConfigError(f"{where}: holds more than {max_values:,} values (counting repeated aliases); "
+                              "a config file is a few settings")
+        if depth > max_depth:
+            raise ConfigError(f"{where}: nested more than {max_depth} levels deep")
+        if isinstance(value, Mapping):
+            stack.extend((v, depth + 1) for v in value.values())
+            seen += len(value)  # the keys
+        elif isinstance(value, (list, tuple)):
+            stack.extend((v, depth + 1) for v in value)
+
+
+def read_config_text(path: Path, what: str = "config file") -> str:
+    """A config file's text: UTF-8, at most :data:`MAX_CONFIG_BYTES`; ValueError (ConfigError) naming it
+    otherwise."""
+    with open(path, "rb") as f:  # what the file holds, plus a byte to tell one over the limit
+        raw = f.read(min(os.fstat(f.fileno()).st_size, MAX_CONFIG_BYTES) + 1)
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{path}: over {MAX_CONFIG_BYTES:,} bytes, too large for a {what}")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+
+
 def load_config_file(path: str | Path) -> dict[str, Any]:
     """A run description from TOML or JSON, with optional sections ``[data]``, ``[model]``, ``[train]``
-    (plus top-level ``model_name`` and ``conditional``). Command-line flags override its values."""
+    (plus top-level ``model_name`` and ``conditional``). Command-line flags override its values.
+
+    Raises FileNotFoundError when ``path`` is not a file, and ValueError naming the file for anything
+    wrong with it: :class:`ConfigError` (not UTF-8, over :data:`MAX_CONFIG_BYTES`, too many values or too
+    deep, see :func:`check_config_data`, or the wrong sections), :class:`~atelier.io.FileFormatError`
+    (not JSON), or a plain ValueError (not TOML, another suffix)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: config file not found")
     if path.suffix.lower() == ".toml":
         import tomllib
 
+        text = read_config_text(path)
         try:
-            data = tomllib.loads(path.read_text())
+            data = tomllib.loads(text)
         except tomllib.TOMLDecodeError as exc:
             raise ValueError(f"{path}: invalid TOML ({exc})") from exc
+        except RecursionError:  # tomllib parses nested arrays and inline tables recursively
+            raise ValueError(f"{path}: invalid TOML (nested too deeply)") from None
+        except ValueError as exc:  # e.g. an integer of more than 4,300 digits
+            raise ValueError(f"{path}: invalid TOML ({str(exc)[:200]})") from exc
     elif path.suffix.lower() == ".json":
-        data = load_json(path)
+        data = parse_json(read_config_text(path), str(path))
     else:
         raise ValueError(f"{path}: config files are .toml or .json")
+    check_config_data(data, str(path))
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: a config file holds a mapping with sections data, model, train; got {_kind(data)}")
     unknown = set(data) - {"data", "model", "train", "model_name", "conditional"}

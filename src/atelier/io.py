@@ -149,15 +149,25 @@ def atomic_write_json(path: str | os.PathLike, data: Any) -> Path:
     return atomic_write_bytes(path, (json.dumps(data, indent=2, sort_keys=True) + "\n").encode())
 
 
+def parse_json(data: bytes | str, where: str) -> Any:
+    """``json.loads`` for data read from a file, with every way it can fail as one FileFormatError naming
+    ``where``: bad syntax, bytes that are not UTF-8, an integer of more than 4,300 digits (Python's limit on
+    converting them), or nesting deeper than the interpreter's recursion limit (``[[[[...]]]]``)."""
+    try:
+        return json.loads(data)
+    except RecursionError:
+        raise FileFormatError(f"{where}: not readable JSON (nested too deeply)") from None
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError and the integer-length limit are ValueErrors
+        raise FileFormatError(f"{where}: not valid JSON ({str(exc)[:200]})") from exc
+
+
 def load_json(path: str | os.PathLike) -> Any:
-    """Parsed JSON; FileNotFoundError if missing, FileFormatError (naming the file) if not JSON."""
+    """Parsed JSON; FileNotFoundError if missing, FileFormatError (naming the file) if not JSON
+    (see :func:`parse_json`). The file is read whole: JSON files here are small (configs, records)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file")
-    try:
-        return json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise FileFormatError(f"{path}: not valid JSON ({exc})") from exc
+    return parse_json(path.read_bytes(), str(path))
 
 
 def save_tensors(tensors: Mapping[str, torch.Tensor], path: str | os.PathLike, *,
@@ -182,6 +192,7 @@ def save_tensors(tensors: Mapping[str, torch.Tensor], path: str | os.PathLike, *
 #: cannot make us parse a gigabyte of JSON or build a million tensor objects.
 MAX_SAFETENSORS_HEADER = 64 << 20
 MAX_SAFETENSORS_TENSORS = 100_000
+MAX_SAFETENSORS_DIMS = 64  # more dimensions than torch supports is not a tensor but a way to make us multiply
 _DTYPE_BYTES = {"BOOL": 1, "U8": 1, "I8": 1, "F8_E5M2": 1, "F8_E4M3": 1, "I16": 2, "U16": 2, "F16": 2, "BF16": 2,
                 "I32": 4, "U32": 4, "F32": 4, "I64": 8, "U64": 8, "F64": 8}
 
@@ -216,7 +227,7 @@ def check_safetensors_header(head: bytes, size: int, where: str) -> int:
         raise FileFormatError(f"{where}: the safetensors header is cut short")
     try:
         header = json.loads(head[8:8 + n])
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError; RecursionError: [[[[...]]]]
         raise FileFormatError(f"{where}: the safetensors header is not JSON") from None
     if not isinstance(header, dict):
         raise FileFormatError(f"{where}: the safetensors header is not a JSON object")
@@ -228,20 +239,26 @@ def check_safetensors_header(head: bytes, size: int, where: str) -> int:
     for name, info in tensors.items():
         try:
             dtype, shape, (start, end) = info["dtype"], info["shape"], info["data_offsets"]
-            ok = dtype in _DTYPE_BYTES and isinstance(shape, list) and all(
+            ok = dtype in _DTYPE_BYTES and isinstance(shape, list) and len(shape) <= MAX_SAFETENSORS_DIMS and all(
                 isinstance(d, int) and not isinstance(d, bool) and 0 <= d for d in shape) and \
                 isinstance(start, int) and isinstance(end, int) and 0 <= start <= end <= body
         except (KeyError, TypeError, ValueError):
             ok = False
         if not ok:
-            raise FileFormatError(f"{where}: tensor {str(name)[:80]!r} has a malformed entry or a byte range "
-                                  "outside the file")
-        count = 1
+            raise FileFormatError(f"{where}: tensor {str(name)[:80]!r} has a malformed entry, more than "
+                                  f"{MAX_SAFETENSORS_DIMS} dimensions, or a byte range outside the file")
+        # the product stops growing past the file's size: declared dimensions such as 2**60 each cannot
+        # make us multiply numbers of millions of digits
+        count = 0 if 0 in shape else 1
         for d in shape:
+            if count > body:
+                break
             count *= d
-        if count * _DTYPE_BYTES[dtype] != end - start:
-            raise FileFormatError(f"{where}: tensor {str(name)[:80]!r} declares shape {shape} of {dtype} "
-                                  f"({count * _DTYPE_BYTES[dtype]:,} bytes) over {end - start:,} bytes")
+        nbytes = count * _DTYPE_BYTES[dtype]
+        if nbytes != end - start:
+            described = f"{nbytes:,} bytes" if count <= body else "more bytes than the file holds"
+            raise FileFormatError(f"{where}: tensor {str(name)[:80]!r} declares shape {str(shape)[:200]} of {dtype} "
+                                  f"({described}) over {end - start:,} bytes")
         spans.append((start, end))
     spans.sort()
     for (a0, a1), (b0, b1) in zip(spans, spans[1:]):
@@ -267,9 +284,11 @@ def read_safetensors(path: str | os.PathLike, *, keys: Iterable[str] | None = No
                      what: str = "tensors") -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """(tensors, metadata) of a safetensors file; only ``keys`` (those present) are read when given.
     The header is validated first (:func:`check_safetensors_header`): a pickle disguised as weights, a huge
-    or inconsistent header, or offsets outside the file are refused before the library reads anything.
+    or inconsistent header, or offsets outside the file are refused before the library reads anything, so
+    memory stays within the file's size (plus the parsed header, at most :data:`MAX_SAFETENSORS_HEADER`).
 
-    ``what`` names the content in errors ("VGG weights", "checkpoint", ...)."""
+    ``what`` names the content in errors ("VGG weights", "checkpoint", ...). Raises FileNotFoundError
+    when ``path`` is not a file and FileFormatError naming it for anything wrong inside (docs/errors.md)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: {what} file missing")

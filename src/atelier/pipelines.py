@@ -67,7 +67,13 @@ class Pipeline:
 
         Weights holding NaN or +-inf raise :class:`NonFiniteWeightsError` (naming the tensors and
         counts); ``allow_nonfinite=True`` loads them anyway with a ``NonFiniteWeightsWarning``."""
-        opened = open_pretrained(path, key)
+        return cls.from_opened(open_pretrained(path, key), device=device, allow_nonfinite=allow_nonfinite)
+
+    @classmethod
+    def from_opened(cls, opened: tuple[Path, dict[str, Any], bytes | None], *, device: str | torch.device = "cpu",
+                    allow_nonfinite: bool = False) -> "Pipeline":
+        """The pipeline of what :func:`atelier.models.pretrained.open_pretrained` returned (an encrypted model
+        already opened in memory is not decrypted again)."""
         model = load_opened(opened, map_location=device, allow_nonfinite=allow_nonfinite)
         return cls(model.eval(), opened[0], opened[1])
 

@@ -20,6 +20,7 @@ They all follow the same rules, gathered here:
 
 from __future__ import annotations
 
+import io
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -214,16 +215,32 @@ def locate_weights(
     return p
 
 
+class _ReadsWithinFile(io.FileIO):
+    """A file whose ``read(n)`` asks for no more than what is left of it: an unpickler reads as many bytes as
+    a length field says, and ``read(n)`` reserves n bytes before reading (4 GiB for a damaged string length)."""
+
+    def read(self, size: int | None = -1) -> bytes:
+        if size is not None and size > 0:
+            size = min(size, max(0, os.fstat(self.fileno()).st_size - self.tell()))
+        return super().read(size)
+
+
 def read_state_dict(path: Path, *, what: str = "weights") -> dict[str, torch.Tensor]:
     """Tensors of a ``.safetensors`` file or of a ``.pth`` state dict (``weights_only=True``) on the CPU.
 
-    Raises DataError, naming the file, when it cannot be read or is not a flat dict of tensors.
+    Raises DataError, naming the file, when it cannot be read or is not a flat dict of tensors (for a
+    ``.safetensors`` file: FileNotFoundError or FileFormatError, see :func:`atelier.io.read_safetensors`).
     """
     path = Path(path)
     if path.suffix == ".safetensors":
         return read_safetensors(path, what=what)[0]
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        with _ReadsWithinFile(path) as f:
+            zipped = f.read(4) == b"PK\x03\x04"
+            f.seek(0)
+            # torch.save's zip format reads its pickle from a record of known size; the legacy format is read
+            # as a pickle stream straight from the file, through reads that never ask for more than it holds
+            state = torch.load(path if zipped else f, map_location="cpu", weights_only=True)
     except Exception as exc:  # unpickling errors of many kinds: name the file, keep the cause
         raise DataError(f"{path}: cannot read {what} ({type(exc).__name__}: {exc})") from exc
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):

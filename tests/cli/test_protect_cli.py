@@ -71,3 +71,35 @@ def test_sign_and_verify(tmp_path, model, capsys) -> None:
         f.write(bytes([last[0] ^ 1]))
     assert main(["protect", "verify", str(model), "--trusted", str(tmp_path / "signer.pub")]) == 2
     assert "file changed: model.safetensors" in capsys.readouterr().err
+
+
+def test_audit_data_reports_on_a_trained_run_and_needs_a_sealed_ones_key(tmp_path, family_args, capsys) -> None:
+    import json
+
+    run = tmp_path / "run"
+    assert main(["train", "gan", *family_args("gan"), "--out", str(run), "--steps", "2", "--no-progress",
+                 "--no-tensorboard"]) == 0
+    capsys.readouterr()
+    fast = ["--n", "40", "--samples", "40", "--bootstrap", "50"]
+    assert main(["protect", "audit-data", str(run), *fast]) == 0
+    table = capsys.readouterr().out
+    assert "discriminator logit" in table and "40 training vs 40 held-out (of 1438 and 359)" in table
+    assert "AUC" in table and "near-copies" in table and "disjoint by split (digits: train vs test)" in table
+    assert table.strip().splitlines()[-1].startswith(("advantage", "WARNING"))  # the verdict comes last
+    path = tmp_path / "audit.json"
+    assert main(["protect", "audit-data", str(run), *fast, "--json", "--out", str(path)]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed == json.loads(path.read_text())
+    assert printed["membership"]["n_members"] == 40 and printed["provenance"]["sources"]["members"] == "digits:train"
+    assert main(["protect", "keygen", str(tmp_path / "key")]) == 0
+    assert main(["protect", "encrypt", str(run), "--out", str(tmp_path / "sealed"), "--key-file",
+                 str(tmp_path / "key")]) == 0
+    capsys.readouterr()
+    assert main(["protect", "audit-data", str(tmp_path / "sealed"), *fast]) == 2
+    assert "encrypted" in capsys.readouterr().err
+    assert main(["protect", "audit-data", str(tmp_path / "sealed"), *fast, "--key-file", str(tmp_path / "key")]) == 0
+    assert capsys.readouterr().out == table  # the same model, data and seed: the same report
+    assert main(["protect", "audit-data", str(run), "--n", "1"]) == 2
+    assert "--n" in capsys.readouterr().err
+    assert main(["protect", "audit-data", str(run), "--split", "all", *fast]) == 2
+    assert "unseen" in capsys.readouterr().err

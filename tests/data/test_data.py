@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import re
 import shutil
 import struct
 import warnings
@@ -39,6 +40,22 @@ def test_digits_splits_are_deterministic_and_partition_the_data() -> None:
     assert torch.equal(load_dataset("digits", split="train", progress=False).images, train.images)
     tr, te = split_indices(1797)
     assert not set(tr) & set(te) and len(set(tr) | set(te)) == 1797
+
+
+def test_a_split_can_be_sliced_into_disjoint_parts() -> None:
+    train = load_dataset("digits", split="train", progress=False)
+    public = load_dataset("digits", split="train[:1000]", progress=False)
+    private = load_dataset("digits", split="train[1000:]", progress=False)
+    middle = load_dataset("digits", split="train[10:20]", progress=False)
+    assert (len(public), len(private), len(middle)) == (1000, 438, 10)
+    assert torch.equal(torch.cat([public.images, private.images]), train.images)
+    assert torch.equal(torch.cat([public.labels, private.labels]), train.labels)
+    assert torch.equal(middle.images, train.images[10:20]) and public.classes == train.classes
+    assert private.name == "digits:train[1000:]"
+    for bad, says in [("train[5:5]", "empty"), ("train[:5000]", "holds 1,438"), ("train[1438:]", "holds 1,438"),
+                      ("valid", "unknown split"), ("train[-5:]", "unknown split"), ("train[1:2:3]", "unknown split")]:
+        with pytest.raises(DataError, match=re.escape(says)):
+            load_dataset("digits", split=bad, progress=False)
 
 
 def test_digits_at_native_resolution_are_the_sklearn_values_scaled_to_255() -> None:

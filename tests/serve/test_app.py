@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 import sqlalchemy as sa
 import torch
-from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
 
 from atelier.models.registry import create_model
@@ -553,7 +552,7 @@ def test_a_runs_checkpoints_can_be_served_and_rated_against_each_other(tmp_path)
     assert {task.left_model, task.right_model} == {"run", "run@step_0000001"}
 
 
-def test_encrypted_models_open_with_the_key_and_unsigned_ones_are_refused(tmp_path) -> None:
+def test_encrypted_models_open_with_the_key_and_unsigned_ones_are_refused(tmp_path, monkeypatch) -> None:
     from atelier.protect.envelope import Key, seal_model_dir
     from atelier.protect.signing import generate_keypair, load_public_key, sign_directory
     from atelier.serve.catalog import Catalog
@@ -571,11 +570,20 @@ def test_encrypted_models_open_with_the_key_and_unsigned_ones_are_refused(tmp_pa
     with open(root / "altered" / "config.json", "a") as f:
         f.write(" ")
 
+    from atelier.protect import envelope
+
+    opened = []
+    real_open = envelope.open_model
+    monkeypatch.setattr(envelope, "open_model", lambda *a, **k: opened.append(a[0]) or real_open(*a, **k))
     everything = Catalog.from_folders([root], key=key)
     assert sorted(everything.entries) == ["altered", "sealed", "signed", "unsigned"]
     sealed = everything.get("sealed")
     assert sealed.sealed and sealed.describe()["encrypted"] and sealed.parameters > 0
     assert everything.pipeline("sealed").sample(2, seed=0).shape == (2, 1, 28, 28)
+    assert len(opened) == 1 and sealed.opened_weights is None  # decrypted once; plaintext not kept after the load
+    reloaded = Catalog.from_folders([root], key=key)
+    reloaded.get("sealed").opened_weights = None  # as for a model too large to keep: decrypted again at load
+    assert torch.equal(reloaded.pipeline("sealed").sample(2, seed=0), everything.pipeline("sealed").sample(2, seed=0))
 
     no_key = Catalog.from_folders([root])
     assert "sealed" not in no_key.entries
@@ -667,3 +675,51 @@ def test_a_flood_of_failed_logins_is_blocked_then_released(models, tmp_path, mon
         # and a per-user request rate, when set
         answers = [c.get("/v1/models", headers={"Authorization": f"Bearer {good}"}).status_code for _ in range(30)]
         assert 429 in answers and answers.count(200) <= 20
+
+
+def test_quick_generation_has_a_per_user_image_quota(models, tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("ATELIER_HOME", str(tmp_path))
+    cfg = ServeConfig(models=(str(models),), db=str(tmp_path / "db.sqlite"), workers=0, generate_rate="40/hour")
+    db = Database(cfg.db_url)
+    alice = {"Authorization": f"Bearer {auth.create_token(db, 'alice', ['generate']).token}"}
+    bob = {"Authorization": f"Bearer {auth.create_token(db, 'bob', ['generate']).token}"}
+    with TestClient(create_app(cfg, db=db), raise_server_exceptions=False) as c:
+        def gen(who, n):
+            return c.post("/v1/models/gan/generate", json={"n": n, "format": "npz"}, headers=who)
+
+        assert [gen(alice, 16).status_code for _ in range(2)] == [200, 200]
+        refused = gen(alice, 16)  # 32 used, 16 more would pass 40
+        assert refused.status_code == 429 and int(refused.headers["retry-after"]) >= 1
+        error = refused.json()["error"]
+        assert error["code"] == "image_quota" and "40 per 1 hour" in error["message"] and "job" in error["message"]
+        assert gen(alice, 8).status_code == 200  # a refusal charged nothing: 8 still fit
+        assert gen(alice, 1).status_code == 429
+        assert gen(bob, 16).status_code == 200  # a quota per user, not per server
+    with pytest.raises(ValueError, match="generate_rate"):
+        ServeConfig(generate_rate="lots")
+
+
+def test_a_job_whose_worker_keeps_dying_is_failed_not_retried_forever(models, tmp_path, monkeypatch) -> None:
+    from atelier.serve import audit
+    from atelier.serve.db import AuditRow, Job
+    from atelier.serve.jobs import MAX_ATTEMPTS
+
+    monkeypatch.setenv("ATELIER_HOME", str(tmp_path))
+    cfg = ServeConfig(models=(str(models),), db=str(tmp_path / "db.sqlite"), workers=0)
+    db = Database(cfg.db_url)
+    h = {"Authorization": f"Bearer {auth.create_token(db, 'erin', ['generate', 'read']).token}"}
+    with TestClient(create_app(cfg, db=db), raise_server_exceptions=False) as c:
+        ids = [c.post("/v1/jobs", json={"kind": "generate", "model": "gan", "params": {"n": 10}}, headers=h).json()["id"]
+               for _ in range(2)]
+        with db.session() as s:  # both were running on a worker that is gone: one on its last allowed attempt
+            for job_id, attempts in zip(ids, (MAX_ATTEMPTS, 1)):
+                s.execute(sa.update(Job).where(Job.id == job_id).values(status="running", worker="elsewhere:1",
+                                                                        heartbeat_at=None, attempts=attempts))
+        c.app.state.studio.jobs.recover()
+        poison, other = (c.get(f"/v1/jobs/{i}", headers=h).json() for i in ids)
+        assert poison["status"] == "failed" and f"interrupted {MAX_ATTEMPTS} times" in poison["error"]
+        assert other["status"] == "queued" and "queued again" in other["message"]
+        with db.session() as s:
+            actions = {(r.target, r.action) for r in s.scalars(sa.select(AuditRow))}
+        assert (ids[0], "job.failed") in actions and (ids[1], "job.requeue") in actions
+        assert audit.verify(db).ok

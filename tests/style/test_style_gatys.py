@@ -147,6 +147,13 @@ def test_optimisation_lowers_the_loss(images, optimizer):
     assert 0 <= result.image.min() and result.image.max() <= 1
 
 
+def test_a_permuted_image_at_its_own_size_is_optimised(images):
+    # an upload decoded as (H, W, 3) and permuted, already at the output size: L-BFGS flattens its gradient
+    content = torch.rand(32, 32, 3, generator=torch.Generator().manual_seed(2)).permute(2, 0, 1)
+    result = gatys_transfer(content, images[1], _tiny_net(), _tiny_cfg(steps=3), progress=False)
+    assert result.image.shape == (3, 32, 32) and len(result.history) == 3
+
+
 def test_style_transfer_moves_gram_towards_style(images):
     content, style = images
     net = _tiny_net()

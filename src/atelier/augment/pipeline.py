@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from atelier.augment.ops import AugmentOp, OpParams, _normalise
-from atelier.config import Config, Probability
+from atelier.config import Config, Probability, check_config_data, read_config_text
 
 ImagesOrPair = torch.Tensor | tuple[torch.Tensor, torch.Tensor]
 
@@ -99,14 +99,16 @@ class AugmentConfig(Config):
 
     @classmethod
     def from_file(cls, path: str | Path) -> "AugmentConfig":
-        """Read a ``.yaml``/``.yml``, ``.toml`` or ``.json`` file (see the module docstring)."""
+        """Read a ``.yaml``/``.yml``, ``.toml`` or ``.json`` file (see the module docstring). FileNotFoundError
+        when it is missing; ValueError naming it for anything wrong, including more than 1 MiB, more than
+        10,000 values counting repeated YAML aliases, or nesting past 64 levels (docs/errors.md)."""
         path = Path(path).expanduser()
         if not path.is_file():
             raise FileNotFoundError(f"{path}: augmentation config not found")
         suffix = path.suffix.lower()
         if suffix not in (".yaml", ".yml", ".toml", ".json"):
             raise ValueError(f"{path}: augmentation configs are .yaml, .yml, .toml or .json files")
-        text = path.read_text()
+        text = read_config_text(path, "augmentation config")
         try:
             if suffix == ".toml":
                 import tomllib
@@ -117,11 +119,14 @@ class AugmentConfig(Config):
             else:
                 import yaml
 
-                data = yaml.safe_load(text)
+                # libyaml's parser when it is there: linear in the text and refusing nesting past 1000
+                # levels; the pure-Python one slows down sharply on deeply nested flow collections
+                data = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
         except Exception as exc:  # noqa: BLE001 - TOML/JSON/YAML parse errors: report the parser's words
             raise ValueError(f"{path}: not a valid {suffix[1:].upper()} file ({exc})") from exc
         if data is None:
             raise ValueError(f"{path}: the file is empty; list the ops under 'ops'")
+        check_config_data(data, str(path))  # YAML aliases can expand exponentially, or refer to themselves
         try:
             config = cls.from_dict(data)
             Pipeline.from_config(config)  # check every op and parameter now, naming the file

@@ -6,6 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from atelier.cli.protect import add_model_key_flags
+
 
 def _cmd_sample(args) -> int:
     from atelier.cli.errors import warnings_to_stderr
@@ -13,6 +15,7 @@ def _cmd_sample(args) -> int:
     from atelier.creative.sampling import check_sample_output, write_samples
     from atelier.models.pretrained import NonFiniteWeightsWarning
     from atelier.models.sampling import MAX_SAMPLES, NonFiniteSamplesWarning
+    from atelier.cli.protect import model_key
     from atelier.pipelines import Pipeline
 
     check_int(args.n, "--n", high=MAX_SAMPLES)
@@ -22,11 +25,19 @@ def _cmd_sample(args) -> int:
 
     # Ctrl-C / SIGTERM stop between batches, with nothing written (the output appears whole at the end)
     with warnings_to_stderr(NonFiniteWeightsWarning, NonFiniteSamplesWarning), stop_on_signals() as stop:
-        pipe = Pipeline.load(args.run_dir, allow_nonfinite=args.allow_nonfinite)
+        pipe = Pipeline.load(args.run_dir, allow_nonfinite=args.allow_nonfinite, key=model_key(args))
         batches = pipe.sample_batches(args.n, seed=args.seed, label=args.label, truncation=args.truncation)
+        from atelier.data.provenance import Provenance, weights_sha256
+
+        # what each PNG says of its making: the model's family and weights' hash, the seed and settings;
+        # never the run's path, which may name the user
+        made = Provenance.from_mapping({"operation": "sample", "model_family": pipe.family, "seed": args.seed,
+                                        "n": args.n, "label": args.label, "truncation": args.truncation,
+                                        "weights_sha256": weights_sha256(pipe.path)})
         try:
             path = write_samples(batches, args.out, args.n, class_names=pipe.class_names, overwrite=args.overwrite,
-                                 allow_nonfinite=args.allow_nonfinite, progress=not args.quiet, should_stop=stop)
+                                 allow_nonfinite=args.allow_nonfinite, progress=not args.quiet, should_stop=stop,
+                                 provenance=made)
         except Stopped as exc:
             print(f"stopped by {stop.name} ({exc.where})", file=sys.stderr)
             return stop.exit_code
@@ -216,6 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="sample from a model whose weights hold NaN/Inf and write samples holding NaN/Inf (as "
                         "black or white pixels) anyway, with a warning")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_model_key_flags(s)
     s.set_defaults(func=_cmd_sample)
 
     d = sub.add_parser("demo", help="train a small conditional GAN on the bundled digits and show it")

@@ -37,6 +37,9 @@ FLAGS: dict[str, tuple[str, str | tuple[str, ...]]] = {
     "overwrite": ("--overwrite", "overwrite"),
     "resume": ("--resume", "resume"),
     "allow_nonfinite": ("--allow-nonfinite", "allow_nonfinite"),
+    "init_from": ("--init-from", "init_from"),
+    "init_force": ("--init-force", "init_force"),
+    "unconditional": ("--no-conditional", "conditional"),
 }
 
 
@@ -57,8 +60,14 @@ def error_text(exc: BaseException, args: argparse.Namespace | None = None) -> st
     """What the CLI prints for ``exc`` (after "atelier: error: "): its message with flags for settings."""
     message = getattr(exc, "message", None)
     if not isinstance(message, Message) or not message.options:
-        return str(exc)
-    return message.render(lambda option: spell_option(option, args))
+        return printable(str(exc))
+    return printable(message.render(lambda option: spell_option(option, args)))
+
+
+def printable(text: str) -> str:
+    """``text`` with control characters (a carriage return in a file name given on the command line, an
+    escape sequence) written as escapes, so a message cannot overwrite or hide its own line."""
+    return "".join(c if c in "\n\t" or c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 @contextmanager

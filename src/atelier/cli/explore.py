@@ -21,6 +21,7 @@ import torch
 
 from atelier.cli.errors import warnings_to_stderr
 from atelier.cli.limits import check_float, check_int
+from atelier.cli.protect import add_model_key_flags
 from atelier.creative.latent import MAX_SEEDS, MAX_STEPS
 from atelier.creative.latent_map import MAX_TSNE_POINTS
 from atelier.report.grid import MAX_GRID_IMAGES
@@ -55,11 +56,12 @@ def _png_out(out: str, default_name: str) -> Path:
 
 
 def _load_model(args):
+    from atelier.cli.protect import model_key
     from atelier.models.pretrained import NonFiniteWeightsWarning
     from atelier.pipelines import Pipeline
 
     with warnings_to_stderr(NonFiniteWeightsWarning):
-        return Pipeline.load(args.run, allow_nonfinite=args.allow_nonfinite).model
+        return Pipeline.load(args.run, allow_nonfinite=args.allow_nonfinite, key=model_key(args)).model
 
 
 def _load_data(model, args, what: str):
@@ -313,6 +315,7 @@ def _common(p, *, seed_help: str | None, seed_default: int | None = 0, split: st
     p.add_argument("--split", default=split, help="dataset split: train | test | all")
     p.add_argument("--allow-nonfinite", action="store_true",
                    help="use a model whose weights hold NaN/Inf anyway (with a warning); refused otherwise")
+    add_model_key_flags(p)
 
 
 def add_explore_parser(subparsers) -> argparse.ArgumentParser:

@@ -1,4 +1,5 @@
-"""``atelier protect``: encrypted model files (keygen, encrypt, decrypt, rotate, inspect).
+"""``atelier protect``: encrypted model files (keygen, encrypt, decrypt, rotate, inspect), signatures (sign,
+verify) and the memorisation audit (audit-data: near-copies and membership inference).
 
 Keys come from a file, an environment variable, or a passphrase (typed, or from an environment
 variable); never from the command line, where other users of the machine could read them.
@@ -68,6 +69,17 @@ def add_key_flags(parser: argparse.ArgumentParser, prefix: str = "", what: str =
     parser.add_argument(f"{flag}passphrase-env", default=None,
                         help=f"{what}: a passphrase, from this environment variable")
     parser.add_argument(f"{flag}passphrase", action="store_true", help=f"{what}: a passphrase, typed at a prompt")
+
+
+def add_model_key_flags(parser: argparse.ArgumentParser) -> None:
+    """The flags that open an encrypted model (model.atlenc) for a command that loads one."""
+    add_key_flags(parser, what="an encrypted model's key (else $ATELIER_MODEL_KEY)")
+
+
+def model_key(args):
+    """The key the flags of :func:`add_model_key_flags` name, else ``$ATELIER_MODEL_KEY``, else None (a
+    model that turns out to be encrypted then says which flags open it)."""
+    return key_from_args(args, required=False)
 
 
 def _cmd_keygen(args) -> int:
@@ -175,9 +187,89 @@ def _cmd_verify(args) -> int:
     return 0
 
 
+def _cmd_audit_data(args) -> int:
+    import json
+    import sys
+
+    from atelier.cli.errors import warnings_to_stderr
+    from atelier.cli.limits import check_int
+    from atelier.data.base import ConversionNote
+    from atelier.io import atomic_write_json
+    from atelier.metrics.membership import (MAX_AUDIT_N, MAX_AUDIT_SAMPLES, MAX_BOOTSTRAP, MAX_ELBO_SAMPLES,
+                                            audit_data, choose_attack, load_audit_data)
+    from atelier.pipelines import Pipeline
+    from atelier.signals import Stopped, stop_on_signals
+
+    check_int(args.n, "--n", low=2, high=MAX_AUDIT_N)
+    check_int(args.samples, "--samples", low=10, high=MAX_AUDIT_SAMPLES)
+    check_int(args.bootstrap, "--bootstrap", low=0, high=MAX_BOOTSTRAP)
+    check_int(args.elbo_samples, "--elbo-samples", high=MAX_ELBO_SAMPLES)
+    check_int(args.seed, "--seed", low=0, high=2**63 - 1)
+    # Ctrl-C / SIGTERM stop between stages and batches, with nothing written
+    with warnings_to_stderr(ConversionNote, prefix="note: "), stop_on_signals() as stop:
+        pipe = Pipeline.load(args.run, key=model_key(args))
+        choose_attack(pipe.model, args.attack)  # a model that cannot be audited says so before the data loads
+        cfg = pipe.model.config
+        sets = load_audit_data(pipe.config, resolution=cfg.resolution, channels=cfg.channels, data=args.data,
+                               data_dir=args.data_dir, split=args.split, heldout=args.heldout)
+        try:
+            report = audit_data(pipe, sets.members.images, sets.nonmembers.images, member_labels=sets.members.labels,
+                                nonmember_labels=sets.nonmembers.labels, n=args.n, n_samples=args.samples,
+                                attack=args.attack, seed=args.seed, bootstrap=args.bootstrap,
+                                elbo_samples=args.elbo_samples, also_seen=sets.also_seen, notes=sets.notes,
+                                sources={**sets.sources, "model": str(args.run)}, should_stop=stop)
+        except Stopped as exc:
+            print(f"stopped by {stop.name} ({exc.where}): the audit was abandoned and nothing was written",
+                  file=sys.stderr)
+            return stop.exit_code
+    if args.out:
+        atomic_write_json(args.out, report.to_json())
+    print(json.dumps(report.to_json(), indent=2) if args.json else report.table())
+    if args.out:
+        print(f"report: {args.out}", file=sys.stderr if args.json else sys.stdout)
+    return 0
+
+
+def _add_audit_parser(psub) -> None:
+    from atelier.metrics.membership import ATTACKS, MAX_AUDIT_N, MAX_AUDIT_SAMPLES, MAX_BOOTSTRAP, MAX_ELBO_SAMPLES
+
+    a = psub.add_parser("audit-data", help="does a trained model give away its training images? Near-copies "
+                                           "and a membership-inference attack",
+                        description="Scores the run's training images and held-out images of the same dataset "
+                                    "with a membership-inference attack (a GAN's discriminator, a VAE's ELBO, or "
+                                    "the distance to the model's samples) and reports the attack's AUC, advantage "
+                                    "(TPR - FPR) and TPR at 1%% FPR with bootstrap intervals, the share of "
+                                    "samples that are near-copies of training images, and a verdict. The "
+                                    "training images are those of the run's saved data config; see "
+                                    "docs/privacy.md.")
+    a.add_argument("run", help="run directory, checkpoint, saved model or encrypted model")
+    a.add_argument("--data", default=None, help="the dataset it was trained on: digits | mnist | folder:PATH "
+                                                "(default: the run's own)")
+    a.add_argument("--data-dir", default=None)
+    a.add_argument("--split", default=None, help="the split (or slice, e.g. train[30000:]) it was trained on "
+                                                 "(default: the run's own, else train)")
+    a.add_argument("--heldout", default="test", help="images it never saw: another split of the dataset or a "
+                                                     "slice of one (e.g. train[:30000]), or folder:PATH "
+                                                     "(default: test)")
+    a.add_argument("--attack", choices=ATTACKS, default="auto", help="auto: the discriminator of a GAN, the ELBO of "
+                                                                     "a VAE, else the distance to samples")
+    a.add_argument("--n", type=int, default=1000, help=f"images scored per side, 2..{MAX_AUDIT_N:,} (fewer if the "
+                                                       "data holds fewer)")
+    a.add_argument("--samples", type=int, default=2000, help=f"samples drawn for the near-copy check (and the "
+                                                             f"distance attack), 10..{MAX_AUDIT_SAMPLES:,}")
+    a.add_argument("--seed", type=int, default=0, help="which images are scored, the samples, the bootstrap")
+    a.add_argument("--bootstrap", type=int, default=1000, help=f"resamples for the intervals, 0..{MAX_BOOTSTRAP:,}")
+    a.add_argument("--elbo-samples", type=int, default=8, help=f"VAE: posterior draws per image, "
+                                                               f"1..{MAX_ELBO_SAMPLES}")
+    a.add_argument("--json", action="store_true", help="print the report as JSON instead of a table")
+    a.add_argument("--out", default=None, help="also write the report as JSON to this file")
+    add_model_key_flags(a)
+    a.set_defaults(func=_cmd_audit_data)
+
+
 def add_protect_parser(sub) -> None:
     p = sub.add_parser("protect", help="encrypted and signed model files: keygen, encrypt, decrypt, rotate, inspect, "
-                                       "sign, verify",
+                                       "sign, verify; audit-data: does a model give away its training images",
                        description="Seal a saved model (config and weights) in an AES-256-GCM envelope that opens "
                                    "only in memory, with a key file, an environment variable or a passphrase "
                                    "(Argon2id or scrypt). The format: docs/envelope.md.")
@@ -218,6 +310,7 @@ def add_protect_parser(sub) -> None:
     i = psub.add_parser("inspect", help="what a sealed model says about itself (no key needed)")
     i.add_argument("sealed")
     i.set_defaults(func=_cmd_inspect)
+    _add_audit_parser(psub)
 
 
 __all__ = ["add_protect_parser", "key_from_args", "add_key_flags"]

@@ -13,7 +13,8 @@ def _settings(args, **extra):
     from atelier.serve.settings import ServeConfig
 
     kwargs = {k: getattr(args, k) for k in ("db", "workers", "max_batch", "max_wait_ms", "max_pending", "device",
-                                            "checkpoints", "key_file", "key_env", "require_signed")
+                                            "checkpoints", "key_file", "key_env", "require_signed",
+                                            "failed_logins", "user_rate", "generate_rate")
               if getattr(args, k, None) is not None}
     kwargs.setdefault("models", tuple(getattr(args, "models", None) or ()))
     if getattr(args, "trusted", None):
@@ -225,6 +226,14 @@ def add_serve_parser(sub) -> None:
     s.add_argument("--max-wait-ms", type=float, default=None, help="dynamic batching: how long a request waits")
     s.add_argument("--max-pending", type=int, default=None,
                    help="images waiting per model before quick requests get 429 (default 256)")
+    s.add_argument("--failed-logins", default=None, metavar="RATE",
+                   help="failed logins allowed per client address, then 429 until the window frees (default "
+                        "10/minute; '' = no limit)")
+    s.add_argument("--user-rate", default=None, metavar="RATE",
+                   help="requests per user, e.g. 600/minute (default: no limit)")
+    s.add_argument("--generate-rate", default=None, metavar="RATE",
+                   help="images per user from quick generation (generate, interpolate, traverse), e.g. 20000/hour "
+                        "(the default; '' = no limit)")
     s.add_argument("--device", default=None)
     s.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores but one)")
     s.add_argument("--log-level", default="warning", choices=("critical", "error", "warning", "info", "debug"))

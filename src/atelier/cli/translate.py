@@ -7,6 +7,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from atelier.cli.protect import add_model_key_flags
+
 FORMATTER = argparse.ArgumentDefaultsHelpFormatter
 #: The largest --size (square side) and --batch-size translate takes.
 MAX_SIZE, MAX_BATCH = 2048, 1024
@@ -35,12 +37,14 @@ def _add_translate(sub) -> None:
     t.add_argument("--no-ema", dest="use_ema", action="store_false",
                    help="use the raw generator weights instead of their moving average")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_model_key_flags(t)
     t.set_defaults(func=_cmd_translate)
 
 
 def _cmd_translate(args) -> int:
     from atelier.cli.errors import warnings_to_stderr
     from atelier.cli.limits import check_int
+    from atelier.cli.protect import model_key
     from atelier.models.pretrained import NonFiniteWeightsWarning
     from atelier.pipelines import Pipeline
     from atelier.style.translate import translate_paths
@@ -48,7 +52,7 @@ def _cmd_translate(args) -> int:
     check_int(args.size, "--size", low=8, high=MAX_SIZE)
     check_int(args.batch_size, "--batch-size", high=MAX_BATCH)
     with warnings_to_stderr(NonFiniteWeightsWarning):
-        pipe = Pipeline.load(args.run_dir, allow_nonfinite=args.allow_nonfinite)
+        pipe = Pipeline.load(args.run_dir, allow_nonfinite=args.allow_nonfinite, key=model_key(args))
     if "translate" not in pipe.operations:
         raise ValueError(f"{args.run_dir} holds a {pipe.family} model; translate needs a CycleGAN run")
     side = args.size or pipe.model.config.resolution

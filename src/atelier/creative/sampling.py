@@ -114,14 +114,15 @@ def _safe_name(name: str, label: int) -> str:
 
 def write_samples(batches: Iterable[SampleSet], out: str | Path, n: int, *, class_names: list[str] | None = None,
                   nrow: int | None = None, overwrite: bool = False, allow_nonfinite: bool = False,
-                  progress: bool = False, should_stop: ShouldStop | None = None) -> Path:
+                  progress: bool = False, should_stop: ShouldStop | None = None, provenance=None) -> Path:
     """Write the ``n`` samples that ``batches`` yields (e.g. ``Pipeline.sample_batches``) to ``out`` (kind
     by suffix, see the module docstring), one batch in memory at a time except for a grid. Atomic;
     nothing is written when a batch fails or holds NaN/inf samples without ``allow_nonfinite``.
     ``class_names`` name the class folders of a folder output (default: the class indices); ``nrow``
     the grid's columns. ``progress``: a progress bar (images written, on stderr). ``should_stop`` is
     asked between batches; when it says stop, :class:`~atelier.signals.Stopped` is raised and nothing
-    is written."""
+    is written. ``provenance`` (an :class:`atelier.data.provenance.Provenance`): the record each PNG carries
+    (in a folder, with the image's index and label)."""
     out = Path(out)
     kind = check_sample_output(out, n, overwrite=overwrite)
     with tqdm(total=n, unit="img", desc=f"sampling to {out.name}", disable=not progress, leave=False) as bar:
@@ -130,10 +131,11 @@ def write_samples(batches: Iterable[SampleSet], out: str | Path, n: int, *, clas
             parts = list(checked)
             images = torch.cat([p.images for p in parts])
             labels = torch.cat([p.labels for p in parts]) if parts[0].labels is not None else None
-            return save_grid(images, out, nrow=nrow if nrow is not None else _grid_columns(images, labels))
+            return save_grid(images, out, nrow=nrow if nrow is not None else _grid_columns(images, labels),
+                             provenance=provenance)
         if kind == "npz":
             return _write_npz(checked, out, n)
-        return _write_folder(checked, out, n, class_names)
+        return _write_folder(checked, out, n, class_names, provenance)
 
 
 def _write_npz(batches: Iterator[SampleSet], out: Path, n: int) -> Path:
@@ -153,7 +155,8 @@ def _write_npz(batches: Iterator[SampleSet], out: Path, n: int) -> Path:
     return out
 
 
-def _write_folder(batches: Iterator[SampleSet], out: Path, n: int, class_names: list[str] | None) -> Path:
+def _write_folder(batches: Iterator[SampleSet], out: Path, n: int, class_names: list[str] | None,
+                  provenance=None) -> Path:
     from atelier.data.images import png_bytes
 
     digits = len(str(MAX_SAMPLES - 1))
@@ -168,7 +171,8 @@ def _write_folder(batches: Iterator[SampleSet], out: Path, n: int, class_names: 
                     name = class_names[label] if class_names is not None and label < len(class_names) else label
                     folder = tmp / _safe_name(name, label)
                     folder.mkdir(exist_ok=True)
-                (folder / f"{i:0{digits}d}.png").write_bytes(png_bytes(image))
+                one = provenance.replace(index=i, label=label) if provenance is not None else None
+                (folder / f"{i:0{digits}d}.png").write_bytes(png_bytes(image, provenance=one))
                 i += 1
     return out
 

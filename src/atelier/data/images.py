@@ -3,7 +3,11 @@
 Decoding is strict (:func:`strict_pil`): truncated files and decompression bombs raise instead of being
 padded or decoded, only PNG/JPEG/WebP/BMP decoders run whatever a file's name says, and an image's
 declared size is checked against ``max_pixels`` from its header before any pixel is decoded.
-Encoding writes PNGs atomically (:func:`save_image`) from uint8 images or floats in [-1, 1].
+Encoding writes PNGs atomically (:func:`save_image`) from uint8 images or floats in [-1, 1]; a PNG holds
+its pixels and, when given one, the allowlisted provenance record (:mod:`atelier.data.provenance`), never
+any other text. :func:`clean_upload` turns an uploaded image file into its pixels alone (EXIF, GPS,
+XMP, ICC profiles, comments and text chunks dropped), and :func:`safe_stem` an upload's file name into
+a short name that can never be a path.
 """
 
 from __future__ import annotations
@@ -11,6 +15,8 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import re
+import unicodedata
 import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -20,6 +26,7 @@ import torch
 from PIL import Image, ImageFile, ImageOps
 
 from atelier.data.base import DataError, to_uint8
+from atelier.data.provenance import Provenance, png_info
 from atelier.io import atomic_write_bytes
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
@@ -28,6 +35,10 @@ MAX_PIXELS = 50_000_000
 # The only decoders PIL may use, whatever a file's name says (the JPEG one also opens multi-picture "MPO" files).
 _FORMATS = ("PNG", "JPEG", "WEBP", "BMP")
 _GREY_MODES = {"1", "L", "LA", "La", "I", "F"}
+
+
+class TooManyPixels(DataError):
+    """An image declaring more pixels than allowed, refused from its header before decoding."""
 
 
 @contextlib.contextmanager
@@ -102,20 +113,27 @@ def _fit_square(im: Image.Image, resolution: int) -> Image.Image:
 
 
 def decode_image(path: Path, resolution: int, *, max_pixels: int | None = MAX_PIXELS) -> np.ndarray:
-    """One image file -> uint8 (R, R) grey or (R, R, 3) RGB. Raises on anything unreadable or too large.
+    """One image file -> uint8 (R, R) grey or (R, R, 3) RGB. Raises :class:`DataError` on anything
+    unreadable (its message starts "not a readable image" and names PIL's error), :class:`TooManyPixels`
+    for an image over ``max_pixels`` (from its header, before decoding).
 
     Call inside :func:`strict_pil` so truncated files and PIL's own bomb warnings raise too.
     """
-    with Image.open(path, formats=_FORMATS) as im:  # reads the header only
-        w, h = im.size
-        if max_pixels is not None and w * h > max_pixels:
-            raise DataError(
-                f"declares {w}x{h} = {w * h:,} pixels, over the limit of {max_pixels:,} (max_pixels); "
-                f"refused without decoding as a possible decompression bomb"
-            )
-        im.load()
-        ImageOps.exif_transpose(im, in_place=True)
-        return np.asarray(_fit_square(_to_grey_or_rgb(im), resolution))
+    try:
+        with Image.open(path, formats=_FORMATS) as im:  # reads the header only
+            w, h = im.size
+            if max_pixels is not None and w * h > max_pixels:
+                raise TooManyPixels(
+                    f"declares {w}x{h} = {w * h:,} pixels, over the limit of {max_pixels:,} (max_pixels); "
+                    f"refused without decoding as a possible decompression bomb"
+                )
+            im.load()
+            ImageOps.exif_transpose(im, in_place=True)
+            return np.asarray(_fit_square(_to_grey_or_rgb(im), resolution))
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        if isinstance(exc, DataError):
+            raise
+        raise DataError(f"not a readable image ({type(exc).__name__}: {exc})") from exc
 
 
 def read_image(path: str | os.PathLike, *, size: int | None = None, max_pixels: int | None = MAX_PIXELS) -> torch.Tensor:
@@ -142,23 +160,76 @@ def _read_photo(source, name: str, size: int | None, max_pixels: int | None) -> 
         with strict_pil(), Image.open(source, formats=_FORMATS) as im:
             w, h = im.size
             if max_pixels is not None and w * h > max_pixels:
-                raise DataError(f"declares {w}x{h} pixels, over the limit of {max_pixels:,}")
+                raise TooManyPixels(f"declares {w}x{h} pixels, over the limit of {max_pixels:,}")
             im.load()
             ImageOps.exif_transpose(im, in_place=True)
-            im = _to_grey_or_rgb(im).convert("RGB")
-            if size is not None:
-                if size < 1:
-                    raise DataError(f"size must be positive, got {size}")
-                scale = size / max(im.size)
-                new = (max(1, round(im.width * scale)), max(1, round(im.height * scale)))
-                if new != im.size:
-                    im = im.resize(new, Image.Resampling.LANCZOS, reducing_gap=3.0)
-            array = np.asarray(im)
+            array = np.asarray(_fit_longer_side(_to_grey_or_rgb(im).convert("RGB"), size))
     except DataError as exc:
-        raise DataError(f"{name}: {exc}") from exc
+        raise type(exc)(f"{name}: {exc}") from exc
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise DataError(f"{name}: not a readable image ({type(exc).__name__}: {exc})") from exc
     return torch.from_numpy(array.copy()).permute(2, 0, 1).float() / 255.0
+
+
+def _fit_longer_side(im: Image.Image, size: int | None) -> Image.Image:
+    """Resize (LANCZOS) so the longer side is ``size`` pixels; None: as it is."""
+    if size is None:
+        return im
+    if size < 1:
+        raise DataError(f"size must be positive, got {size}")
+    scale = size / max(im.size)
+    new = (max(1, round(im.width * scale)), max(1, round(im.height * scale)))
+    return im.resize(new, Image.Resampling.LANCZOS, reducing_gap=3.0) if new != im.size else im
+
+
+def clean_upload(data: bytes, *, name: str = "the upload", max_pixels: int | None = MAX_PIXELS,
+                 max_side: int | None = None) -> bytes:
+    """An uploaded image file as a new PNG of its pixels alone, for anything that keeps an upload.
+
+    EXIF orientation is applied first, then everything but the pixels is left behind: EXIF (with its GPS
+    tags, camera serials, owner names), XMP packets, IPTC, ICC profiles, comments, PNG text chunks
+    (``tEXt``/``iTXt``/``zTXt``/``eXIf``), thumbnails and any further frames. The pixels are those the
+    decoders would see (grey or RGB, transparency composited onto white), so decoding the result gives
+    what decoding the upload gives. ``max_side`` shrinks it (LANCZOS) so the longer side is at most that,
+    exactly as ``read_image_bytes(size=...)`` would. Raises :class:`DataError` naming ``name`` for what
+    is not a readable image, :class:`TooManyPixels` for one over ``max_pixels`` (before decoding).
+    """
+    try:
+        with strict_pil(), Image.open(io.BytesIO(data), formats=_FORMATS) as im:
+            w, h = im.size
+            if max_pixels is not None and w * h > max_pixels:
+                raise TooManyPixels(f"declares {w}x{h} = {w * h:,} pixels, over the limit of {max_pixels:,}; "
+                                    "refused before decoding")
+            im.load()
+            ImageOps.exif_transpose(im, in_place=True)
+            im = _to_grey_or_rgb(im)
+            if max_side is not None and max(im.size) > max_side:
+                im = _fit_longer_side(im, max_side)
+            # a new image from the bare pixel array: nothing of the upload's info dict (EXIF, ICC...)
+            # can reach the encoder, whatever a future PIL copies by default
+            pixels = Image.fromarray(np.ascontiguousarray(np.asarray(im)))
+    except DataError as exc:
+        raise type(exc)(f"{name}: {exc}") from exc
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise DataError(f"{name}: not a readable image ({type(exc).__name__})") from exc
+    buf = io.BytesIO()
+    pixels.save(buf, format="PNG", compress_level=1, pnginfo=png_info(None))
+    return buf.getvalue()
+
+
+_UNSAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def safe_stem(name: str, *, max_length: int = 64) -> str:
+    """A name an upload gave (a multipart file name, a zip member's path) as a short ASCII stem that is
+    never a path: the last component after any ``/`` or ``\\``, a drive (``C:``) dropped, its extension
+    dropped, other characters than letters, digits, ``.``, ``_`` and ``-`` replaced by ``_``, no leading
+    dot; "" when nothing is left (``../..``). For naming outputs after their inputs, beside a number."""
+    base = re.split(r"[/\\]", unicodedata.normalize("NFKD", name))[-1]
+    base = re.sub(r"^[A-Za-z]:", "", base)
+    stem = base.rsplit(".", 1)[0] if "." in base.strip(".") else base
+    stem = _UNSAFE_NAME.sub("_", stem.encode("ascii", "ignore").decode()).strip("._-")
+    return stem[:max_length].rstrip("._-")
 
 
 # -- encoding ---------------------------------------------------------------------------------
@@ -175,20 +246,24 @@ def to_pil(image: torch.Tensor) -> Image.Image:
     return Image.fromarray(array[:, :, 0] if array.shape[2] == 1 else np.ascontiguousarray(array))
 
 
-def png_bytes(image: torch.Tensor, *, scale: int = 1, compress_level: int = 6) -> bytes:
+def png_bytes(image: torch.Tensor, *, scale: int = 1, compress_level: int = 6,
+              provenance: Provenance | None = None) -> bytes:
     """One (C, H, W) uint8 or [-1, 1] image -> PNG bytes (grey or RGB); ``scale`` enlarges it.
-    ``compress_level`` (0-9): zlib's effort; 1 is several times faster for a little more size."""
+    ``compress_level`` (0-9): zlib's effort; 1 is several times faster for a little more size.
+    ``provenance``: the one text chunk the PNG carries (see :mod:`atelier.data.provenance`); None: none."""
     pil = to_pil(image)
     if scale > 1:
         pil = pil.resize((pil.width * scale, pil.height * scale), Image.NEAREST)
     buf = io.BytesIO()
-    pil.save(buf, format="PNG", compress_level=compress_level)
+    pil.save(buf, format="PNG", compress_level=compress_level, pnginfo=png_info(provenance))
     return buf.getvalue()
 
 
-def save_image(image: torch.Tensor, path: str | Path, *, scale: int = 1) -> Path:
-    """Write one (C, H, W) image as PNG atomically; ``scale`` enlarges it with nearest-neighbour."""
-    atomic_write_bytes(Path(path), png_bytes(image, scale=scale))
+def save_image(image: torch.Tensor, path: str | Path, *, scale: int = 1,
+               provenance: Provenance | None = None) -> Path:
+    """Write one (C, H, W) image as PNG atomically; ``scale`` enlarges it with nearest-neighbour;
+    ``provenance``: the record it carries (None: no text chunk)."""
+    atomic_write_bytes(Path(path), png_bytes(image, scale=scale, provenance=provenance))
     return Path(path)
 
 
@@ -227,6 +302,6 @@ def image_size(path: str | os.PathLike, *, max_pixels: int | None = MAX_PIXELS) 
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise DataError(f"{p}: not a readable image ({type(exc).__name__}: {exc})") from exc
     if max_pixels is not None and w * h > max_pixels:
-        raise DataError(f"{p}: declares {w}x{h} = {w * h:,} pixels, over the limit of {max_pixels:,}; "
+        raise TooManyPixels(f"{p}: declares {w}x{h} = {w * h:,} pixels, over the limit of {max_pixels:,}; "
                         "refused without decoding as a possible decompression bomb")
     return w, h

@@ -8,8 +8,10 @@ every mirror, while the gzip wrappers differ.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
+import math
 import os
 import zlib
 from pathlib import Path
@@ -20,6 +22,7 @@ import torch
 from atelier.data.base import DataError, ImageDataset, Message, Option
 from atelier.data.download import DownloadError, cache_dir, download_file
 from atelier.data.resize import check_resolution, resize_square
+from atelier.device import TooLargeError, ensure_fits
 
 DEFAULT_BASE_URL = "https://ossci-datasets.s3.amazonaws.com/mnist/"
 BASE_URL_ENV = "ATELIER_MNIST_URL"
@@ -43,40 +46,80 @@ SPLIT_FILES: dict[str, tuple[str, str]] = {
 ALL_FILES = [f"{name}.gz" for pair in SPLIT_FILES.values() for name in pair]
 
 
-def parse_idx(data: bytes, *, magic: int, ndim: int, source: str) -> np.ndarray:
-    """Parse an unsigned-byte IDX file held in memory; every inconsistency is a DataError naming ``source``.
-
-    Layout: big-endian uint32 magic, ``ndim`` big-endian uint32 dimensions, then exactly
-    prod(dimensions) bytes.
-    """
+def _check_header(head: bytes | bytearray, *, magic: int, ndim: int, source: str) -> tuple[int, ...]:
+    """The dimensions an IDX header declares; DataError naming ``source`` if it is short or of another kind."""
     header_len = 4 + 4 * ndim
-    if len(data) < header_len:
-        raise DataError(f"{source}: only {len(data)} bytes, too short for an IDX header of {header_len} bytes")
-    found = int.from_bytes(data[:4], "big")
+    if len(head) < header_len:
+        raise DataError(f"{source}: only {len(head)} bytes, too short for an IDX header of {header_len} bytes")
+    found = int.from_bytes(head[:4], "big")
     if found != magic:
         raise DataError(
             f"{source}: not an IDX file of the expected kind: magic number {found}, expected {magic} "
             f"({'images' if magic == IMAGES_MAGIC else 'labels'}). Is it the right file, and not damaged?"
         )
-    dims = tuple(int(d) for d in np.frombuffer(data, dtype=">u4", count=ndim, offset=4))
-    expected = int(np.prod(dims, dtype=np.int64))
+    dims = tuple(int.from_bytes(head[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim))
+    if math.prod(max(d, 1) for d in dims) >= 2**62:  # (2**32 - 1, 2**32 - 1, 0): empty, but no array has that shape
+        raise DataError(f"{source}: the header declares shape {dims}, which no array can have. "
+                        "Is it the right file, and not damaged?")
+    return dims
+
+
+def _size_mismatch(source: str, dims: tuple[int, ...], payload: int | str) -> DataError:
+    expected = math.prod(dims)
+    kind = "truncated" if isinstance(payload, int) and payload < expected else "has trailing bytes"
+    return DataError(
+        f"{source}: file {kind}: the header declares shape {dims} ({expected} bytes of data) "
+        f"but {payload} bytes follow. Re-download or replace the file."
+    )
+
+
+def parse_idx(data: bytes | bytearray, *, magic: int, ndim: int, source: str) -> np.ndarray:
+    """Parse an unsigned-byte IDX file held in memory; every inconsistency is a DataError naming ``source``.
+
+    Layout: big-endian uint32 magic, ``ndim`` big-endian uint32 dimensions, then exactly
+    prod(dimensions) bytes.
+    """
+    dims = _check_header(data, magic=magic, ndim=ndim, source=source)
+    header_len = 4 + 4 * ndim
     payload = len(data) - header_len
-    if payload != expected:
-        kind = "truncated" if payload < expected else "has trailing bytes"
-        raise DataError(
-            f"{source}: file {kind}: the header declares shape {dims} ({expected} bytes of data) "
-            f"but {payload} bytes follow. Re-download or replace the file."
-        )
+    if payload != math.prod(dims):  # exact: numpy's int64 product wraps for dimensions near 2**32
+        raise _size_mismatch(source, dims, payload)
     # One copy so the tensor owns writable memory; no per-image loop.
     return np.frombuffer(data, dtype=np.uint8, offset=header_len).reshape(dims).copy()
 
 
-def _read_bytes(path: Path) -> bytes:
-    """The file's content, gunzipped when it is gzip (detected by its magic bytes, not its name)."""
+def _read_bytes(path: Path, *, magic: int, ndim: int) -> bytearray:
+    """The file's content, gunzipped when it is gzip (detected by its magic bytes, not its name), read no
+    further than its header declares. The header is checked first and the size it declares compared with
+    the file's (a plain file) or with the memory there is (gzip, whose inflated size only reading tells),
+    so a header declaring 2**31 images, or a gzip bomb, is refused before its data is read."""
+    header_len = 4 + 4 * ndim
+    source = str(path)
     try:
-        data = path.read_bytes()
-        if data[:2] == b"\x1f\x8b":
-            data = gzip.decompress(data)
+        with open(path, "rb") as raw:
+            gz = raw.read(2) == b"\x1f\x8b"
+            raw.seek(0)
+            with (gzip.GzipFile(fileobj=raw, mode="rb") if gz else contextlib.nullcontext(raw)) as f:
+                head = f.read(header_len)
+                dims = _check_header(head, magic=magic, ndim=ndim, source=source)
+                declared = math.prod(dims)
+                if not gz:
+                    payload = os.fstat(raw.fileno()).st_size - header_len
+                    if payload != declared:
+                        raise _size_mismatch(source, dims, payload)
+                try:
+                    ensure_fits(declared, f"{source}: the data its header declares (shape {dims})")
+                except TooLargeError as exc:
+                    raise DataError(f"{exc}. Is it the right file, and not damaged?") from None
+                # in pieces: read(n) reserves n bytes first, and a gzip header may declare far more than follows
+                data = bytearray(head)
+                while len(data) < header_len + declared:
+                    piece = f.read(min(header_len + declared - len(data), 1 << 24))
+                    if not piece:
+                        raise _size_mismatch(source, dims, len(data) - header_len)
+                    data += piece
+                if gz and f.read(1):
+                    raise _size_mismatch(source, dims, f"more than {declared}")
     except (OSError, EOFError, zlib.error) as exc:
         raise DataError(f"{path}: cannot read or decompress ({exc}). Re-download or replace the file.") from exc
     return data
@@ -136,7 +179,7 @@ def _locate(
 
 
 def _load_file(path: Path, name: str, *, magic: int, ndim: int, verify: bool, in_cache: bool) -> np.ndarray:
-    data = _read_bytes(path)
+    data = _read_bytes(path, magic=magic, ndim=ndim)
     if verify:
         actual = hashlib.sha256(data).hexdigest()
         expected = MNIST_SHA256[name]
@@ -154,6 +197,9 @@ def _load_split(paths: dict[str, Path], split: str, *, verify: bool, in_cache: b
     images_name, labels_name = SPLIT_FILES[split]
     images = _load_file(paths[images_name], images_name, magic=IMAGES_MAGIC, ndim=3, verify=verify, in_cache=in_cache)
     labels = _load_file(paths[labels_name], labels_name, magic=LABELS_MAGIC, ndim=1, verify=verify, in_cache=in_cache)
+    if 0 in images.shape[1:]:
+        raise DataError(f"{paths[images_name]}: declares images of {images.shape[1]}x{images.shape[2]} pixels; "
+                        "an image needs at least one row and one column")
     if len(images) != len(labels):
         raise DataError(
             f"{paths[labels_name]} holds {len(labels)} labels but {paths[images_name]} holds {len(images)} images; "
@@ -176,6 +222,12 @@ def load_mnist(
         verify: check the pinned SHA-256 of each file's decompressed content (also of downloads).
         base_url: mirror to download from; default ``$ATELIER_MNIST_URL``, else the PyTorch S3 mirror.
         progress: show a download progress bar.
+
+    Raises:
+        DataError: a file missing, unreadable, of another kind, truncated or extended, declaring more
+            data than memory holds (checked from its header before reading), or failing its checksum;
+            the message names the file (see docs/errors.md).
+        TooLargeError: the images resized to ``resolution`` would not fit in memory.
     """
     check_resolution(resolution)
     if split not in ("train", "test", "all"):

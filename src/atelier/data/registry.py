@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 from atelier.data.base import DataError, ImageDataset
@@ -15,6 +16,34 @@ from atelier.data.resize import check_resolution, convert_channels
 #: The spec forms ``load_dataset`` understands, for help texts.
 SPECS = ("digits", "mnist", "folder:PATH")
 SPLITS = ("train", "test", "all")
+#: A split with an optional slice of it: ``train``, ``train[:30000]``, ``test[5000:]``, ``all[100:200]``.
+_SLICED = re.compile(r"(train|test|all)(?:\[(\d{0,9}):(\d{0,9})\])?")
+
+
+def parse_split(split: str) -> tuple[str, int | None, int | None]:
+    """(split, start, stop) of ``"train"`` or ``"train[START:STOP]"`` (either bound may be left out);
+    a clear error for anything else."""
+    m = _SLICED.fullmatch(split.strip()) if isinstance(split, str) else None
+    if m is None:
+        raise DataError(f"unknown split {split!r}; use one of {', '.join(SPLITS)}, optionally sliced by image index "
+                        "as in train[:30000] or train[30000:]")
+    start, stop = (int(v) if v else None for v in m.group(2, 3))
+    if start is not None and stop is not None and stop <= start:
+        raise DataError(f"split {split!r}: the slice is empty (stop {stop} <= start {start})")
+    return m.group(1), start, stop
+
+
+def split_slice(dataset: ImageDataset, split: str, start: int | None, stop: int | None) -> ImageDataset:
+    """The images ``start:stop`` of a loaded split, in their stored order (an error, not a silently shorter
+    set, when the slice reaches past the end)."""
+    if start is None and stop is None:
+        return dataset
+    n = len(dataset)
+    if (stop if stop is not None else start or 0) > n or (start or 0) >= n:
+        raise DataError(f"split {split!r} of {dataset.name}: the split holds {n:,} images")
+    part = dataset.subset(slice(start, stop))
+    part.name = f"{dataset.name}[{'' if start is None else start}:{'' if stop is None else stop}]"
+    return part
 
 
 def load_dataset(
@@ -38,7 +67,9 @@ def load_dataset(
             (a bare path to an existing folder also works; "folder" alone uses ``data_dir``).
         resolution: side of the square output images.
         split: "train", "test" or "all" (train then test). A plain folder has only one split:
-            "train" and "all" are the whole folder; "test" needs train/ and test/ sub-folders.
+            "train" and "all" are the whole folder; "test" needs train/ and test/ sub-folders. A slice
+            of a split by image index, in its stored order: "train[:30000]", "train[30000:]",
+            "test[0:1000]" (e.g. disjoint "public" and "private" halves of one dataset).
         data_dir: mnist: read the IDX files from this folder instead of the cache.
         channels: 1 or 3 to convert; None keeps the natural count (1 for digits/mnist; for a folder
             3 if any image is colour, else 1).
@@ -50,8 +81,8 @@ def load_dataset(
         max_pixels: folder: refuse images declaring more pixels than this (decompression bombs).
     """
     check_resolution(resolution)
-    if split not in SPLITS:
-        raise DataError(f"unknown split {split!r}; use one of {', '.join(SPLITS)}")
+    whole = split
+    split, start, stop = parse_split(split)
     if channels not in (None, 1, 3) or isinstance(channels, bool):
         raise DataError(f"channels must be 1, 3 or None (keep the natural count), got {channels!r}")
     if not isinstance(spec, (str, os.PathLike)):
@@ -83,6 +114,7 @@ def load_dataset(
             f"unknown dataset {text!r}: use one of {', '.join(SPECS)}, or the path of an existing folder of images"
         )
 
+    dataset = split_slice(dataset, whole, start, stop)
     if channels is not None and channels != dataset.channels:
         dataset = ImageDataset(
             convert_channels(dataset.images, channels), dataset.labels, dataset.classes, dataset.name,

@@ -6,8 +6,9 @@
 
 One module per concept: ``extractors`` (+ ``classifier``, ``inception``), ``reference`` (cached real
 statistics), ``frechet``, ``kid``, ``inception_score``, ``manifold`` (precision/recall,
-density/coverage), ``c2st``, ``memorisation``, ``reconstruction``, ``ratings``; ``evaluate`` ties
-them together and ``sources`` reads what is to be evaluated.
+density/coverage), ``c2st``, ``memorisation``, ``membership`` (the membership-inference audit),
+``reconstruction``, ``ratings``; ``evaluate`` ties them together and ``sources`` reads what is to be
+evaluated.
 """
 
 from atelier.metrics.c2st import TwoSampleResult, classifier_two_sample_test
@@ -18,13 +19,16 @@ from atelier.metrics.inception_score import inception_score
 from atelier.metrics.kid import kernel_inception_distance, mmd2_unbiased
 from atelier.metrics.manifold import ManifoldMetrics, manifold_metrics
 from atelier.metrics.memorisation import NoveltyResult, nearest_training_images, novelty
+from atelier.metrics.membership import (AuditReport, MembershipResult, audit_data, load_audit_data,
+                                        membership_advantage)
 from atelier.metrics.reconstruction import ReconstructionMetrics, reconstruction_metrics
 from atelier.metrics.sources import GeneratedSet, load_generated
 
 __all__ = [
-    "EvalConfig", "EvalResult", "Evaluator", "FeatureExtractor", "FeatureStats", "GeneratedSet", "METRIC_GROUPS",
-    "METRIC_KEYS", "ManifoldMetrics", "NoveltyResult", "ReconstructionMetrics", "TwoSampleResult",
-    "classifier_two_sample_test", "default_extractor", "evaluate_images", "feature_stats", "frechet_distance",
-    "inception_score", "kernel_inception_distance", "list_extractors", "load_extractor", "load_generated",
-    "manifold_metrics", "mmd2_unbiased", "nearest_training_images", "novelty", "reconstruction_metrics",
+    "AuditReport", "EvalConfig", "EvalResult", "Evaluator", "FeatureExtractor", "FeatureStats", "GeneratedSet",
+    "METRIC_GROUPS", "METRIC_KEYS", "ManifoldMetrics", "MembershipResult", "NoveltyResult", "ReconstructionMetrics",
+    "TwoSampleResult", "audit_data", "classifier_two_sample_test", "default_extractor", "evaluate_images",
+    "feature_stats", "frechet_distance", "inception_score", "kernel_inception_distance", "list_extractors",
+    "load_audit_data", "load_extractor", "load_generated", "manifold_metrics", "membership_advantage",
+    "mmd2_unbiased", "nearest_training_images", "novelty", "reconstruction_metrics",
 ]

@@ -237,8 +237,8 @@ class RatingStore:
                 continue
             try:
                 ratings.append(Rating.from_dict(json.loads(line)))
-            except (UnicodeDecodeError, ValueError) as exc:
-                raise ValueError(f"{self.path}:{number}: not a valid rating ({exc})") from None
+            except (UnicodeDecodeError, ValueError, RecursionError) as exc:  # RecursionError: [[[[...]]]]
+                raise ValueError(f"{self.path}:{number}: not a valid rating ({str(exc)[:200]})") from None
         return ratings
 
     def __iter__(self) -> Iterator[Rating]:

@@ -7,7 +7,10 @@ saved data config then tells the evaluator which real data it was trained on.
 
 from __future__ import annotations
 
+import math
 import warnings
+import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,6 +19,7 @@ import torch
 
 from atelier.data import DataError
 from atelier.data.base import ConversionNote
+from atelier.device import TooLargeError, ensure_fits
 
 
 @dataclass
@@ -47,6 +51,8 @@ def images_from_array(array: np.ndarray, source: str = "array") -> torch.Tensor:
         raise DataError(f"{source}: expected images shaped (N, H, W), (N, H, W, C) or (N, C, H, W), got {a.shape}")
     if a.shape[0] == 0:
         raise DataError(f"{source}: the image array is empty")
+    if 0 in a.shape[2:]:
+        raise DataError(f"{source}: images of {a.shape[2]}x{a.shape[3]} pixels hold nothing to score")
     if a.shape[1] == 4:
         warnings.warn(ConversionNote(f"{source}: the images have an alpha channel; it was dropped and their RGB "
                                      f"channels are scored"), stacklevel=2)
@@ -66,15 +72,77 @@ def images_from_array(array: np.ndarray, source: str = "array") -> torch.Tensor:
     return (x * 255).round_().clamp_(0, 255).to(torch.uint8)
 
 
+#: What an ``.npz`` member may be: a plain array of numbers (object arrays would need unpickling).
+_NPY_READERS = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+_NPZ_ERRORS = (OSError, EOFError, ValueError, zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error,
+               NotImplementedError, RuntimeError)  # what zipfile and zlib raise for damaged or encrypted members
+
+
+def _npy_member(archive: zipfile.ZipFile, name: str, rows: int | None, where: str) -> np.ndarray:
+    """The first ``rows`` (all when None) of the array in ``archive``'s member ``name``.
+
+    The member's ``.npy`` header is read first and its declared size compared with the member's size
+    before any data is: a header declaring a huge shape, or a member inflating to more than its header
+    says, is refused before memory is allocated for it, and only the rows asked for are read."""
+    info = archive.getinfo(name)
+    if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):  # what np.savez writes
+        # zipfile inflates bzip2 and LZMA members whole before cutting them to their declared size: a bomb
+        raise DataError(f"{where}: not a readable .npz file: {name} is compressed with method "
+                        f"{info.compress_type}, not stored or deflated as numpy writes")
+    with archive.open(info) as f:
+        version = np.lib.format.read_magic(f)
+        if version not in _NPY_READERS:
+            raise DataError(f"{where}: {name} is a .npy of format version {version}; versions 1.0 and 2.0 are read")
+        shape, fortran, dtype = _NPY_READERS[version](f)
+        if dtype.hasobject:
+            raise DataError(f"{where}: not a readable .npz file: {name} holds Python objects, which would "
+                            "need unpickling; refused")
+        header_end = f.tell()
+        count = math.prod(shape)
+        if info.file_size != header_end + count * dtype.itemsize:
+            raise DataError(f"{where}: {name} declares shape {shape} of {dtype} ({count * dtype.itemsize:,} bytes) "
+                            f"but holds {max(0, info.file_size - header_end):,} bytes of data")
+        if rows is not None and len(shape) >= 1 and not fortran:
+            shape = (min(rows, shape[0]), *shape[1:])
+        nbytes = math.prod(shape) * dtype.itemsize
+        ensure_fits(nbytes, f"{where}: the {shape} array {name}", advice="Evaluate fewer images (n)")
+        data = bytearray(nbytes)  # writable, so torch can share it; filled in pieces, never held twice
+        view, done = memoryview(data), 0
+        while done < nbytes:
+            piece = f.read(min(1 << 24, nbytes - done))
+            if not piece:
+                raise DataError(f"{where}: {name} is cut short")
+            view[done:done + len(piece)] = piece
+            done += len(piece)
+    array = np.frombuffer(data, dtype=dtype)
+    return array.reshape(shape[::-1]).transpose() if fortran else array.reshape(shape)
+
+
 def _from_npz(path: Path, n: int | None) -> GeneratedSet:
+    """An ``.npz`` (a zip of ``.npy`` members; only ``images`` and ``labels`` are read, never unpickled).
+    DataError naming the file for anything else than images of numbers (and integer labels)."""
     try:
-        with np.load(path, allow_pickle=False) as z:  # never unpickle user data
-            if "images" not in z.files:
-                raise DataError(f"{path}: no array named 'images' (found: {', '.join(z.files) or 'none'})")
-            images = z["images"][:n] if n else z["images"]
-            labels = torch.from_numpy(z["labels"][: len(images)]).long() if "labels" in z.files else None
-    except (OSError, ValueError) as exc:
-        raise DataError(f"{path}: not a readable .npz file ({exc})") from exc
+        with zipfile.ZipFile(path) as archive:
+            names = set(archive.namelist())
+            if "images.npy" not in names:
+                found = ", ".join(sorted(x.removesuffix(".npy") for x in names)[:10]) or "none"
+                raise DataError(f"{path}: no array named 'images' (found: {found})")
+            images = _npy_member(archive, "images.npy", n or None, str(path))
+            labels = None
+            if "labels.npy" in names and images.ndim >= 1:
+                labels = _npy_member(archive, "labels.npy", len(images), str(path))
+                if labels.ndim != 1 or labels.dtype.kind not in "iub" or len(labels) != len(images):
+                    raise DataError(f"{path}: 'labels' must be one integer per image, got shape {labels.shape} "
+                                    f"of {labels.dtype}")
+                labels = torch.from_numpy(labels.astype(np.int64))
+    except DataError:
+        raise
+    except TooLargeError as exc:
+        raise DataError(str(exc)) from None
+    except RecursionError:  # a .npy header is a Python literal: a nested one is not an array's
+        raise DataError(f"{path}: not a readable .npz file (a malformed array header)") from None
+    except _NPZ_ERRORS as exc:
+        raise DataError(f"{path}: not a readable .npz file ({type(exc).__name__}: {str(exc)[:200]})") from exc
     return GeneratedSet(images_from_array(images, str(path)), labels, str(path), "npz")
 
 
@@ -145,7 +213,11 @@ def load_generated(source: str | Path, *, n: int | None = 10000, seed: int = 0,
                    resolution: int | None = None) -> GeneratedSet:
     """Generated images to evaluate. ``source``: a run/checkpoint/model directory (``n`` samples are
     drawn with ``seed``), an ``.npz`` with an ``images`` array (first ``n``), or a folder of images
-    (first ``n``, resized to ``resolution``, default the first image's size)."""
+    (first ``n``, resized to ``resolution``, default the first image's size).
+
+    Raises FileNotFoundError when ``source`` does not exist and DataError naming it for a file that is
+    not such an ``.npz`` (see :func:`_from_npz`: only the first ``n`` images are read, after their
+    declared size is checked against the member's and against memory) or a folder without images."""
     path = Path(source)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such run directory, .npz file or image folder")

@@ -45,7 +45,14 @@ def latest_checkpoint(path: Path) -> Path | None:
     for root in (path / "checkpoints", path):
         pointer = root / LATEST
         if pointer.is_file():
-            candidate = root / pointer.read_text().strip()
+            try:
+                name = pointer.read_text(errors="replace").strip()[:255]
+            except OSError:
+                continue
+            # a checkpoint's own name only: a pointer reading "../../elsewhere" or "/x" is not followed
+            if not name or name in (".", "..") or "/" in name or "\\" in name or "\0" in name:
+                continue
+            candidate = root / name
             if (candidate / "model.safetensors").is_file():
                 return candidate
     return None
@@ -156,7 +163,9 @@ def load_pretrained(path: str | Path, *, map_location: str | torch.device = "cpu
     with ``key``), whatever its family.
 
     Weights holding NaN or +-inf are named by a :class:`NonFiniteWeightsWarning`, or refused with a
-    :class:`NonFiniteWeightsError` when ``allow_nonfinite=False``."""
+    :class:`NonFiniteWeightsError` when ``allow_nonfinite=False``. A missing folder or file raises
+    FileNotFoundError; anything wrong with the files a ValueError naming them (FileFormatError,
+    ConfigError, DataError, TooLargeError; see docs/errors.md)."""
     return load_opened(open_pretrained(path, key), map_location=map_location, allow_nonfinite=allow_nonfinite)
 
 
@@ -169,6 +178,15 @@ def load_opened(opened: tuple[Path, dict[str, Any], bytes | None], *, map_locati
     except ValueError as exc:
         raise ValueError(f"{ckpt}: {exc}") from None
     return cls.from_pretrained(ckpt, map_location=map_location, allow_nonfinite=allow_nonfinite, _opened=opened)
+
+
+def opened_tensors(opened: tuple[Path, dict[str, Any], bytes | None]) -> dict[str, torch.Tensor]:
+    """The weights of what :func:`open_pretrained` returned, as tensors on the CPU, without building the
+    model (the file's header checked as for any load; a sealed model's weights never touch the disk)."""
+    ckpt, _, sealed = opened
+    if sealed is not None:
+        return _tensors_from_bytes(sealed, ckpt)
+    return load_tensors(ckpt / "model.safetensors", what="model weights")
 
 
 def _tensors_from_bytes(data: bytes, where: Path) -> dict[str, torch.Tensor]:

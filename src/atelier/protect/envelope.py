@@ -54,6 +54,12 @@ KEY_ENV = "ATELIER_MODEL_KEY"
 #: Argon2id cost (RFC 9106's second recommended option, with 64 MiB) and scrypt's (2**15, 8, 1).
 ARGON2 = {"time_cost": 3, "memory_kib": 65536, "parallelism": 4}
 SCRYPT = {"n": 2**15, "r": 8, "p": 1}
+#: The most a key slot may ask of a passphrase's KDF, checked before it runs: the slot is read from the file
+#: before anything is authenticated, so its parameters must not be able to make opening hang or exhaust
+#: memory. 1 GiB of memory (16 times the default) and 16 times the default's work for either KDF.
+MAX_KDF_MEMORY = 1 << 30
+MAX_ARGON2_WORK = 16 * ARGON2["time_cost"] * ARGON2["memory_kib"]  # passes x KiB
+MAX_SCRYPT_WORK = 16 * SCRYPT["n"] * SCRYPT["r"] * SCRYPT["p"]  # n x r x p
 
 
 class IntegrityError(FileFormatError):
@@ -161,14 +167,22 @@ class Key:
 
 
 def _check_kdf(kdf: Any) -> dict[str, Any]:
-    """Refuse KDF parameters that would make opening a file hang or exhaust memory (a hostile slot)."""
+    """Refuse KDF parameters that would make opening a file hang or exhaust memory (a hostile slot): at
+    most :data:`MAX_KDF_MEMORY` bytes and 16 times the default's work (:data:`MAX_ARGON2_WORK`,
+    :data:`MAX_SCRYPT_WORK`), and only what the libraries accept (Argon2 needs 8 KiB per lane)."""
+
+    def ints(*names: str) -> bool:
+        return all(type(kdf.get(k)) is int for k in names)  # true, false and 3.0 are not costs
+
     ok = isinstance(kdf, dict) and kdf.get("name") in ("raw", "argon2id", "scrypt")
     if ok and kdf["name"] == "argon2id":
-        ok = all(isinstance(kdf.get(k), int) for k in ("time_cost", "memory_kib", "parallelism")) and \
-            1 <= kdf["time_cost"] <= 20 and 8 <= kdf["memory_kib"] <= 1 << 21 and 1 <= kdf["parallelism"] <= 64
+        ok = ints("time_cost", "memory_kib", "parallelism") and 1 <= kdf["time_cost"] <= 20 and \
+            1 <= kdf["parallelism"] <= 64 and 8 * kdf["parallelism"] <= kdf["memory_kib"] <= MAX_KDF_MEMORY >> 10 \
+            and kdf["time_cost"] * kdf["memory_kib"] <= MAX_ARGON2_WORK
     if ok and kdf["name"] == "scrypt":
-        ok = all(isinstance(kdf.get(k), int) for k in ("n", "r", "p")) and 2 <= kdf["n"] <= 1 << 20 and \
-            kdf["n"] & (kdf["n"] - 1) == 0 and 1 <= kdf["r"] <= 32 and 1 <= kdf["p"] <= 16
+        ok = ints("n", "r", "p") and 2 <= kdf["n"] <= 1 << 20 and kdf["n"] & (kdf["n"] - 1) == 0 and \
+            1 <= kdf["r"] <= 32 and 1 <= kdf["p"] <= 16 and 128 * kdf["n"] * kdf["r"] <= MAX_KDF_MEMORY and \
+            kdf["n"] * kdf["r"] * kdf["p"] <= MAX_SCRYPT_WORK
     if ok and kdf["name"] != "raw":
         ok = isinstance(kdf.get("salt"), str) and len(kdf["salt"]) == 32
     if not ok:
@@ -266,10 +280,10 @@ def _read_prefix(f, size: int, where: str) -> _Parsed:
 
 def _check_header(header: dict[str, Any], where: str) -> tuple[int, int, bytes]:
     try:
-        chunk, size, sha = int(header["chunk_size"]), int(header["plaintext_size"]), bytes.fromhex(
-            header["plaintext_sha256"])
-        ok = header["cipher"] == "AES-256-GCM" and header["content"] == BUNDLE and 1 <= chunk <= MAX_CHUNK \
-            and size >= 0 and len(sha) == 32
+        chunk, size, sha = header["chunk_size"], header["plaintext_size"], bytes.fromhex(header["plaintext_sha256"])
+        ok = header["cipher"] == "AES-256-GCM" and header["content"] == BUNDLE and type(chunk) is int and \
+            type(size) is int and 1 <= chunk <= MAX_CHUNK and size >= 0 and len(sha) == 32 and \
+            isinstance(header["file_id"], str)  # ints only: 1e400 reads as inf, and true as 1
     except (KeyError, TypeError, ValueError):
         ok = False
     if not ok:
@@ -289,7 +303,7 @@ def _canonical_object(data: bytes, what: str) -> dict[str, Any]:
     """A JSON object written canonically, or IntegrityError: any other bytes mean an alteration."""
     try:
         value = json.loads(data)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nesting such as [[[[...]]]]
         raise IntegrityError(f"{what} is not valid JSON (altered)") from None
     if not isinstance(value, dict) or _canonical(value) != data:
         raise IntegrityError(f"{what} is altered")
@@ -338,7 +352,10 @@ def seal(plaintext: bytes, key: Key, path: str | os.PathLike, *, chunk_size: int
 
 
 def open_envelope(path: str | os.PathLike, key: Key) -> bytes:
-    """The plaintext of the envelope at ``path``, fully verified, in memory only."""
+    """The plaintext of the envelope at ``path``, fully verified, in memory only. FileNotFoundError when
+    it cannot be opened; IntegrityError (WrongKeyError for the key) for anything else. Memory: the
+    plaintext, whose size the header declares and the file's size must match before a chunk is read, and
+    the KDF's (at most :data:`MAX_KDF_MEMORY`, for a passphrase)."""
     from cryptography.exceptions import InvalidTag
 
     p = Path(path)
@@ -386,10 +403,17 @@ class EnvelopeInfo:
 
 
 def inspect_envelope(path: str | os.PathLike) -> EnvelopeInfo:
-    """What an envelope says about itself, without a key (nothing secret is in it)."""
+    """What an envelope says about itself, without a key (nothing secret is in it). Reads the prefix,
+    header and key slots only (at most :data:`MAX_HEADER` + 1 KiB). FileNotFoundError when it cannot be
+    opened, IntegrityError when it is not an intact envelope's prefix."""
     p = Path(path)
-    with open(p, "rb") as f:
-        parsed = _read_prefix(f, p.stat().st_size, str(p))
+    try:
+        size = p.stat().st_size
+        f = open(p, "rb")
+    except OSError as exc:
+        raise FileNotFoundError(f"{p}: cannot open the envelope ({exc.strerror})") from None
+    with f:
+        parsed = _read_prefix(f, size, str(p))
     _check_header(parsed.header, str(p))
     slot = _slot(parsed, str(p))
     kdf = _check_kdf(slot.get("kdf"))
@@ -451,14 +475,18 @@ def seal_model_dir(model_dir: str | os.PathLike, out_dir: str | os.PathLike, key
 
 
 def open_model(path: str | os.PathLike, key: Key) -> tuple[dict[str, Any], bytes]:
-    """(config, safetensors bytes) of a sealed model (``path``: the envelope or its folder), in memory."""
+    """(config, safetensors bytes) of a sealed model (``path``: the envelope or its folder), in memory.
+    Raises as :func:`open_envelope`, and IntegrityError when the sealed config is not a JSON object."""
     p = Path(path)
     envelope = p / ENVELOPE_NAME if p.is_dir() else p
     config, weights = unbundle(open_envelope(envelope, key))
     try:
-        return json.loads(config), weights
-    except ValueError:
+        parsed = json.loads(config)
+    except (ValueError, RecursionError):
         raise IntegrityError(f"{envelope}: the sealed config is not JSON") from None
+    if not isinstance(parsed, dict):
+        raise IntegrityError(f"{envelope}: the sealed config is not a JSON object")
+    return parsed, weights
 
 
 def is_sealed(path: str | os.PathLike) -> bool:

@@ -169,7 +169,7 @@ def _read_small(path: Path, limit: int, what: str) -> bytes:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no {what} file there")
     with open(path, "rb") as f:
-        data = f.read(limit + 1)
+        data = _read_at_most(f, limit)
     if len(data) > limit:
         raise SignatureError(f"{path}: too large for {what} file ({limit} bytes at most)")
     return data
@@ -434,12 +434,19 @@ def _read_signed_file(root: Path, name: str, limit: int) -> bytes:
         raise SignatureError(f"{root}: symlink: {name} (signed directories may not contain links)")
     try:
         with os.fdopen(_open_regular(path), "rb") as f:
-            data = f.read(limit + 1)
+            data = _read_at_most(f, limit)
     except OSError as exc:
         raise SignatureError(f"{root}: cannot read {name}: {exc.strerror or exc}") from exc
     if len(data) > limit:
         raise SignatureError(f"{root}: {name} is too large ({limit} bytes at most)")
     return data
+
+
+def _read_at_most(f, limit: int) -> bytes:
+    """Up to ``limit`` + 1 bytes of ``f``, allocating for what the file holds rather than for ``limit``
+    (``read(n)`` reserves n bytes first: 64 MiB for every 1 KiB manifest). The extra byte tells a file
+    over the limit, or one that grew since it was measured."""
+    return f.read(min(os.fstat(f.fileno()).st_size, limit) + 1)
 
 
 def _decode_signature(root: Path, data: bytes) -> bytes:

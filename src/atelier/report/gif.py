@@ -40,7 +40,8 @@ def gif_bytes(frames: torch.Tensor, *, duration_ms: int = 80, loop: int = 0, sca
         boomerang: play forward then backward (see :func:`boomerang_frames`).
 
     Colour frames are quantised to 256 colours (a GIF limit). The GIF encoder merges consecutive
-    identical frames into one longer frame, so a sequence with repeats reports fewer frames.
+    identical frames into one longer frame, so a sequence with repeats reports fewer frames. The GIF
+    holds the frames and the loop count alone: no comment, no XMP, no other extension.
     """
     frames = torch.as_tensor(frames)
     if frames.dim() != 4 or frames.shape[0] < 1 or frames.shape[1] not in (1, 3):

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import torch
 
-from atelier.data.images import as_uint8, save_image
+from atelier.data.images import as_uint8, png_bytes, save_image
+from atelier.data.provenance import Provenance
 
 #: The most images the commands put in one PNG grid (a 32 x 32 grid); more is no picture anyone can
 #: look at, and many more would not fit in memory. Many samples go to a folder or an ``.npz`` instead.
@@ -36,16 +37,18 @@ def make_grid(images: torch.Tensor, nrow: int = 8, padding: int = 2, pad_value: 
     return grid
 
 
-def save_grid(images: torch.Tensor, path: str | Path, *, nrow: int = 8, scale: int | None = None) -> Path:
-    """A grid of images as one PNG. Small images are enlarged so the grid is comfortable to look at."""
+def save_grid(images: torch.Tensor, path: str | Path, *, nrow: int = 8, scale: int | None = None,
+              provenance: Provenance | None = None) -> Path:
+    """A grid of images as one PNG. Small images are enlarged so the grid is comfortable to look at.
+    ``provenance``: the record the PNG carries (generated images); None: no text chunk at all."""
     h = images.shape[-1]
     scale = scale if scale is not None else max(1, 64 // h)
-    return save_image(make_grid(images, nrow=nrow), path, scale=scale)
+    return save_image(make_grid(images, nrow=nrow), path, scale=scale, provenance=provenance)
 
 
-def grid_png(images: torch.Tensor, *, nrow: int = 8, scale: int | None = None, compress_level: int = 6) -> bytes:
+def grid_png(images: torch.Tensor, *, nrow: int = 8, scale: int | None = None, compress_level: int = 6,
+             provenance: Provenance | None = None) -> bytes:
     """The PNG bytes :func:`save_grid` would write (``compress_level``: zlib's effort, 0-9)."""
-    from atelier.data.images import png_bytes
-
     scale = scale if scale is not None else max(1, 64 // images.shape[-1])
-    return png_bytes(make_grid(images, nrow=nrow), scale=scale, compress_level=compress_level)
+    return png_bytes(make_grid(images, nrow=nrow), scale=scale, compress_level=compress_level,
+                     provenance=provenance)

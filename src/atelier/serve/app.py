@@ -33,8 +33,9 @@ from atelier.serve.batching import DynamicBatcher, GenerateRequest, Overloaded
 from atelier.serve.catalog import Catalog
 from atelier.serve.db import Database, Job, JobFile, RatingTask
 from atelier.serve.jobs import ACTIVE, FINISHED, INPUT_PREFIX, JobQueue, QueueFull
-from atelier.serve.operations import (UploadTooLarge, check_upload, encode_samples, image_interpolation, model_image,
-                                      photo, reconstruction, strip_and_gif, stylized, translated, traversal)
+from atelier.serve.operations import (UploadTooLarge, check_upload, clean_photo, encode_samples, generation_provenance,
+                                      image_interpolation, model_image, photo, reconstruction, strip_and_gif, stylized,
+                                      translate_inputs, translated, traversal)
 from atelier.serve.settings import SCOPES, ServeConfig
 
 log = logging.getLogger("atelier.serve")
@@ -69,6 +70,7 @@ class RateLimits:
         self._limiter = strategies.MovingWindowRateLimiter(storage.MemoryStorage())
         self.failed = parse(settings.failed_logins) if settings.failed_logins else None
         self.user = parse(settings.user_rate) if settings.user_rate else None
+        self.images = parse(settings.generate_rate) if settings.generate_rate else None
 
     def _retry_after(self, item, *keys: str) -> str:
         import time
@@ -89,6 +91,18 @@ class RateLimits:
         if self.user is not None and not self._limiter.hit(self.user, "user", principal):
             raise ApiError(429, "rate_limited", f"more than {self.user} requests for this user; slow down",
                            headers={"Retry-After": self._retry_after(self.user, "user", principal)})
+
+    def generated(self, principal: str, n: int) -> None:
+        """Charge ``n`` quick images to ``principal``: 429 (nothing charged) when the window has no room."""
+        if self.images is not None and not self._limiter.hit(self.images, "images", principal, cost=n):
+            raise ApiError(429, "image_quota", f"{n} more images would pass this user's quick-generation limit of "
+                           f"{self.images}; wait, ask for fewer, or submit a generate job (POST /v1/jobs)",
+                           headers={"Retry-After": self._retry_after(self.images, "images", principal)})
+
+
+def charge_images(s: "Studio", who: auth.Identity, n: int) -> None:
+    if s.limits is not None:
+        s.limits.generated(who.name, n)
 
 
 @dataclass
@@ -265,6 +279,48 @@ class VoteBody(BaseModel):
     answer: Literal["left", "right", "both_good", "both_bad", "real", "generated"]
 
 
+# -- responses, as the schema declares them ------------------------------------------------------------
+
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+    field: str | None = None
+
+
+class ErrorBody(BaseModel):
+    """Every refusal: a stable code, a message naming the problem, the request field at fault (or null)."""
+
+    error: ErrorDetail
+
+
+def _refusal(description: str, header: str | None = None, meaning: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {"model": ErrorBody, "description": description}
+    if header:
+        out["headers"] = {header: {"description": meaning, "schema": {"type": "string"}}}
+    return out
+
+
+#: The refusals of the routes, declared once for the whole API (a route adds its own successes): most routes
+#: can give each of them. The schema is the contract the tests fuzz: an undeclared answer fails there.
+REFUSALS: dict[int | str, dict[str, Any]] = {
+    400: _refusal("a request body that cannot be parsed (a broken multipart form)"),
+    401: _refusal("no valid token or session", "WWW-Authenticate", "Bearer"),
+    403: _refusal("the token lacks the route's scope, or a session's request lacks its CSRF header"),
+    404: _refusal("no such object (or not yours: the same answer)"),
+    413: _refusal("more than a limit of the studio allows"),
+    422: _refusal("an invalid field, named in the error"),
+    429: _refusal("too many requests, jobs or failed logins", "Retry-After", "seconds to wait"),
+}
+CONFLICT = {409: _refusal("the request conflicts with what was done before (already rated, too few models)")}
+
+
+def binary(*media_types: str) -> dict[str, Any]:
+    """Route keyword arguments of a route answering bytes of ``media_types`` (an image, a zip), not JSON."""
+    return {"response_class": Response,
+            "responses": {200: {"description": "the file", "content": {m: {} for m in media_types}}}}
+
+
 # -- the application ------------------------------------------------------------------------------------
 
 
@@ -296,7 +352,7 @@ def create_app(settings: ServeConfig, *, catalog: Catalog | None = None, db: Dat
     from atelier import __version__
 
     app = FastAPI(title="Atelier studio", version=__version__, docs_url=None, redoc_url=None, openapi_url=None,
-                  lifespan=lifespan,
+                  lifespan=lifespan, responses=REFUSALS, redirect_slashes=False,  # a JSON 404, not a 307
                   description="Generate, explore, stylise and rate images from trained Atelier models. Every "
                               "route but /healthz, the page and the login needs a token (Authorization: Bearer).")
     app.state.studio = state
@@ -468,14 +524,15 @@ def _model_routes(app: FastAPI) -> None:
                                    "config": entry.config.get("model", {}), "train": entry.config.get("train"),
                                    "data": entry.config.get("data")}
 
-    @app.get("/v1/models/{name}/grid.png", tags=["models"], **scoped("read"))
+    @app.get("/v1/models/{name}/grid.png", tags=["models"], **scoped("read"), **binary("image/png"))
     async def model_grid(name: str, who: Reader, s: StudioDep) -> Response:
         model_for(s, who, name, "sample")
         images = await s.batcher(name).submit(GenerateRequest(16, 0))
-        return _png((await asyncio.to_thread(encode_samples, images, None, "png")).data)
+        made = await asyncio.to_thread(generation_provenance, s.catalog, name, seed=0, n=16)
+        return _png((await asyncio.to_thread(encode_samples, images, None, "png", provenance=made)).data)
 
     @app.post("/v1/models/{name}/generate", tags=["generate"], **scoped("generate"),
-              responses={200: {"content": {"image/png": {}, "application/zip": {}, "application/octet-stream": {}}}})
+              **binary("image/png", "application/zip", "application/octet-stream"))
     async def generate(name: str, body: GenerateBody, who: Generator, s: StudioDep) -> Response:
         """Quick generation (n up to max_n): concurrent requests to one model share a forward pass."""
         model_for(s, who, name, "sample")
@@ -483,6 +540,7 @@ def _model_routes(app: FastAPI) -> None:
             raise ApiError(413, "too_many", f"n={body.n} is more than a quick request's {s.settings.max_n}; "
                                             "submit a generate job (POST /v1/jobs) for more", "n")
         _check_label(s, name, body.label)
+        charge_images(s, who, body.n)
         images = await s.batcher(name).submit(GenerateRequest(body.n, body.seed, body.label, body.truncation))
         pipe = s.catalog.pipeline(name)
         labels = None
@@ -491,12 +549,16 @@ def _model_routes(app: FastAPI) -> None:
 
             labels = torch.full((body.n,), body.label) if body.label is not None else \
                 torch.arange(body.n) % len(pipe.class_names)
-        f = await asyncio.to_thread(encode_samples, images, labels, body.format, pipe.class_names, compress=False)
+        made = await asyncio.to_thread(generation_provenance, s.catalog, name, seed=body.seed, n=body.n,
+                                       label=body.label, truncation=body.truncation)  # hashes the weights once
+        f = await asyncio.to_thread(encode_samples, images, labels, body.format, pipe.class_names, compress=False,
+                                    provenance=made)
         return Response(f.data, media_type=f.media_type,
                         headers={"Content-Disposition": f'attachment; filename="{f.name}"'} if body.format != "png"
                         else {"Cache-Control": "no-store"})
 
-    @app.post("/v1/models/{name}/interpolate", tags=["generate"], **scoped("generate"))
+    @app.post("/v1/models/{name}/interpolate", tags=["generate"], **scoped("generate"),
+              **binary("image/png", "image/gif"))
     async def interpolate(name: str, body: InterpolateBody, who: Generator, s: StudioDep) -> Response:
         model_for(s, who, name, "interpolate")
         if body.steps > s.settings.max_steps:
@@ -506,6 +568,7 @@ def _model_routes(app: FastAPI) -> None:
         for c in (body.classes or ()):
             _check_label(s, name, c, "classes")
         _check_label(s, name, body.label)
+        charge_images(s, who, body.steps)
         pipe = s.catalog.pipeline(name)
         frames = await asyncio.to_thread(pipe.interpolate, seeds=body.seeds, classes=body.classes, steps=body.steps,
                                          seed=body.seed, label=body.label, method=body.method,
@@ -514,10 +577,11 @@ def _model_routes(app: FastAPI) -> None:
         f = png if body.format == "png" else gif
         return Response(f.data, media_type=f.media_type, headers={"Cache-Control": "no-store"})
 
-    @app.post("/v1/models/{name}/traverse", tags=["generate"], **scoped("generate"))
+    @app.post("/v1/models/{name}/traverse", tags=["generate"], **scoped("generate"), **binary("image/png"))
     async def traverse(name: str, body: TraverseBody, who: Generator, s: StudioDep) -> Response:
         model_for(s, who, name, "interpolate")
         _check_label(s, name, body.label)
+        charge_images(s, who, body.steps * (len(body.dims) if body.dims else 10))
         pipe = s.catalog.pipeline(name)
         f = await asyncio.to_thread(traversal, pipe, dims=body.dims, seed=body.seed, label=body.label, span=body.span,
                                     steps=body.steps)
@@ -536,7 +600,8 @@ def _model_routes(app: FastAPI) -> None:
         f, latent = await asyncio.to_thread(reconstruction, pipe, x)
         return {"image_png": base64.b64encode(f.data).decode(), "latent": latent}
 
-    @app.post("/v1/models/{name}/interpolate-images", tags=["generate"], **scoped("generate"))
+    @app.post("/v1/models/{name}/interpolate-images", tags=["generate"], **scoped("generate"),
+              **binary("image/png", "image/gif"))
     async def interpolate_uploads(name: str, who: Generator, s: StudioDep, a: UploadFile = FormFile(...),
                                   b: UploadFile = FormFile(...), steps: int = Form(10, ge=2),
                                   format: Literal["png", "gif"] = Form("png")) -> Response:
@@ -553,7 +618,7 @@ def _model_routes(app: FastAPI) -> None:
         f = png if format == "png" else gif
         return Response(f.data, media_type=f.media_type)
 
-    @app.post("/v1/models/{name}/stylize", tags=["style"], **scoped("stylize"))
+    @app.post("/v1/models/{name}/stylize", tags=["style"], **scoped("stylize"), **binary("image/png"))
     async def stylize(name: str, who: Stylist, s: StudioDep, image: UploadFile = FormFile(...),
                       strength: float = Form(1.0, ge=0.0, le=1.0)) -> Response:
         """A fast-style model applied to an upload (its longer side capped at max_image_side)."""
@@ -563,7 +628,7 @@ def _model_routes(app: FastAPI) -> None:
         f = await asyncio.to_thread(stylized, s.catalog.pipeline(name), x, strength)
         return _png(f.data)
 
-    @app.post("/v1/models/{name}/translate", tags=["style"], **scoped("stylize"))
+    @app.post("/v1/models/{name}/translate", tags=["style"], **scoped("stylize"), **binary("image/png"))
     async def translate(name: str, who: Stylist, s: StudioDep, image: UploadFile = FormFile(...),
                         direction: Literal["a2b", "b2a"] = Form("a2b")) -> Response:
         """A CycleGAN applied to one upload: the input and its translation side by side."""
@@ -660,11 +725,14 @@ def _job_routes(app: FastAPI) -> None:
             raise ApiError(413, "too_large", f"size={size} is more than {s.settings.max_image_side}", "size")
         c = await _read_upload(s, content, "content")
         st = await _read_upload(s, style, "style")
-        for data, what in ((c, "content"), (st, "style")):  # refuse a bad image now, not in the worker
-            photo(data, max_pixels=s.settings.max_upload_pixels, max_side=64, what=what)
+        # a bad image is refused now, not in the worker; the job keeps the pixels alone (no EXIF, GPS, XMP,
+        # text chunks), at most max_image_side on the longer side as the worker reads them
+        c, st = [await asyncio.to_thread(clean_photo, data, max_pixels=s.settings.max_upload_pixels,
+                                         max_side=s.settings.max_image_side, what=what)
+                 for data, what in ((c, "content"), (st, "style"))]
         job_id = await asyncio.to_thread(s.jobs.submit, who.principal_id, "gatys",
                                          {"steps": steps, "size": size, "seed": seed},
-                                         inputs={"content": ("image", c), "style": ("image", st)})
+                                         inputs={"content": ("image/png", c), "style": ("image/png", st)})
         return {"id": job_id, "status": "queued", "url": f"/v1/jobs/{job_id}"}
 
     @app.post("/v1/jobs/translate", tags=["jobs"], status_code=202, **scoped("stylize"))
@@ -674,8 +742,12 @@ def _job_routes(app: FastAPI) -> None:
         """Translate many images (a zip) or one with a CycleGAN, as a job."""
         model_for(s, who, model, "translate")
         data = await _read_upload(s, images, "images")
+        pipe = await asyncio.to_thread(s.catalog.pipeline, model)
+        # every image checked now and kept as the model's input alone (pixels; names never paths)
+        data = await asyncio.to_thread(translate_inputs, data, pipe, max_bytes=s.settings.max_upload_bytes,
+                                       max_pixels=s.settings.max_upload_pixels, direction=direction)
         job_id = await asyncio.to_thread(s.jobs.submit, who.principal_id, "translate", {"direction": direction},
-                                         model=model, inputs={"images": ("application/octet-stream", data)})
+                                         model=model, inputs={"images": ("application/zip", data)})
         return {"id": job_id, "status": "queued", "url": f"/v1/jobs/{job_id}"}
 
     @app.get("/v1/jobs", tags=["jobs"], **scoped("read"))
@@ -699,14 +771,15 @@ def _job_routes(app: FastAPI) -> None:
         audit.record(s.db, "job.cancel", actor=who.name, target=job_id)
         return {"id": job_id, "status": status}
 
-    @app.get("/v1/jobs/{job_id}/preview.png", tags=["jobs"], **scoped("read"))
+    @app.get("/v1/jobs/{job_id}/preview.png", tags=["jobs"], **scoped("read"), **binary("image/png"))
     def preview(job_id: str, who: Reader, s: StudioDep) -> Response:
         job = _own_job(s, who, job_id)
         if job.preview is None:
             raise ApiError(404, "not_found", "this job has no preview (yet)")
         return _png(job.preview)
 
-    @app.get("/v1/jobs/{job_id}/files/{name}", tags=["jobs"], **scoped("read"))
+    @app.get("/v1/jobs/{job_id}/files/{name}", tags=["jobs"], **scoped("read"),
+             **binary("image/png", "application/zip", "application/octet-stream", "application/json"))
     def job_file(job_id: str, name: str, who: Reader, s: StudioDep) -> Response:
         job = _own_job(s, who, job_id)
         with s.db.session() as session:
@@ -778,19 +851,19 @@ def _rating_routes(app: FastAPI) -> None:
         except rating_store.NotEnoughModels as exc:
             raise ApiError(409, "not_enough_models", str(exc)) from None
 
-    @app.post("/v1/ratings/pairs", tags=["ratings"], **scoped("rate"))
+    @app.post("/v1/ratings/pairs", tags=["ratings"], **scoped("rate"), responses=CONFLICT)
     def new_pair(body: PairBody, who: Rater, s: StudioDep) -> dict:
         """A new pair of samples from two models (random ones unless named) to compare."""
         return ask(s, who, list(body.models or ()), lambda: rating_store.new_pair(
             s.db, s.catalog, who.principal_id, models=body.models, allowed=who.may_use))
 
-    @app.post("/v1/ratings/real", tags=["ratings"], **scoped("rate"))
+    @app.post("/v1/ratings/real", tags=["ratings"], **scoped("rate"), responses=CONFLICT)
     def new_real(body: RealBody, who: Rater, s: StudioDep) -> dict:
         """One image, real (a test image of the model's dataset) or generated: which is it?"""
         return ask(s, who, [body.model] if body.model else [], lambda: rating_store.new_real_task(
             s.db, s.catalog, who.principal_id, model=body.model, allowed=who.may_use))
 
-    @app.get("/v1/ratings/tasks/{task_id}/{side}.png", tags=["ratings"], **scoped("rate"))
+    @app.get("/v1/ratings/tasks/{task_id}/{side}.png", tags=["ratings"], **scoped("rate"), **binary("image/png"))
     async def task_image(task_id: str, side: Literal["left", "right", "image"], who: Rater, s: StudioDep) -> Response:
         task = _own_task(s, who, task_id)
         item = task.right_item if side == "right" else task.left_item
@@ -801,7 +874,7 @@ def _rating_routes(app: FastAPI) -> None:
         image = await asyncio.to_thread(rating_store.item_image, s.catalog, item)
         return _png(png_bytes(image, scale=max(1, 128 // image.shape[-1])))
 
-    @app.post("/v1/ratings/tasks/{task_id}/vote", tags=["ratings"], **scoped("rate"))
+    @app.post("/v1/ratings/tasks/{task_id}/vote", tags=["ratings"], **scoped("rate"), responses=CONFLICT)
     def cast_vote(task_id: str, body: VoteBody, who: Rater, s: StudioDep) -> dict:
         task = _own_task(s, who, task_id)
         try:

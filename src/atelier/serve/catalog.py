@@ -41,6 +41,8 @@ class ModelEntry:
     metrics: dict[str, float] = field(default_factory=dict)
     sealed: bool = False  # an encrypted envelope, opened in memory with the studio's key
     signed_by: str | None = None  # the trusted key's fingerprint, when signatures are required
+    # an encrypted model's weights as decrypted at discovery, kept (in memory) for its first load only
+    opened_weights: bytes | None = field(default=None, repr=False, compare=False)
 
     @property
     def model_config(self) -> dict[str, Any]:
@@ -112,18 +114,23 @@ def run_metrics(path: Path) -> dict[str, float]:
     """The quality numbers a run holds: ``metrics.json`` (e.g. the VAE's test ELBO), the last record
     of ``eval.jsonl`` (FID/KID during training) and the best checkpoint's FID."""
     found: dict[str, float] = {}
+    inside = path.resolve()
+
+    def readable(file: Path) -> bool:  # never a file a symbolic link leads to outside the run
+        return file.is_file() and file.resolve().is_relative_to(inside)
+
     try:
-        if (path / "eval.jsonl").is_file():
+        if readable(path / "eval.jsonl"):
             lines = [x for x in (path / "eval.jsonl").read_text().splitlines() if x.strip()]
             if lines:
                 found.update(_numbers(json.loads(lines[-1])))
         best = path / "checkpoints" / "best.json"
-        if best.is_file():
+        if readable(best):
             data = json.loads(best.read_text())
             if isinstance(data.get("value"), (int, float)) and isinstance(data.get("metric"), str):
                 found[f"best_{data['metric']}"] = float(data["value"])
         for name in ("metrics.json", "evaluation/metrics.json"):
-            if (path / name).is_file():
+            if readable(path / name):
                 found.update(_numbers(json.loads((path / name).read_text())))
     except (OSError, ValueError, AttributeError):
         pass  # metrics are a courtesy: a damaged file leaves them out
@@ -135,8 +142,33 @@ def _checkpoints(folder: Path, newest: Path) -> list[Path]:
     root = folder / "checkpoints"
     if not root.is_dir():
         return []
-    return sorted(p for p in root.iterdir() if p.is_dir() and p != newest and (p / "model.safetensors").is_file()
-                  and (p / "config.json").is_file())
+    return sorted(p for p in root.iterdir() if p.is_dir() and p != newest and not p.name.startswith(".")
+                  and (p / "model.safetensors").is_file() and (p / "config.json").is_file())
+
+
+def _escape(inside: Path, checkpoint: Path) -> Path | None:
+    """``checkpoint``, or the first file in it, when it lies outside the resolved folder ``inside`` once
+    symbolic links and ``..`` are followed; None when the checkpoint and all it holds lie inside."""
+    for p in (checkpoint, *sorted(checkpoint.iterdir())):
+        if not p.resolve().is_relative_to(inside):
+            return p
+    return None
+
+
+def _pointer_out(folder: Path) -> bool:
+    """Whether ``folder`` holds a ``checkpoints/latest`` pointer naming anything but a checkpoint beside it."""
+    pointer = folder / "checkpoints" / "latest"
+    try:
+        name = pointer.read_text(errors="replace").strip() if pointer.is_file() else ""
+    except OSError:
+        return False
+    return bool(name) and (name in (".", "..") or any(c in name for c in "/\\\0"))
+
+
+def _outside(path: Path, root: Path) -> Refused:
+    return Refused(path, f"it leads outside {root} (a symbolic link, or a checkpoints/latest pointer naming a "
+                         "folder elsewhere), so it is not served; to serve a model kept elsewhere, name its folder "
+                         "in --models")
 
 
 @dataclass
@@ -147,6 +179,11 @@ class Refused:
     reason: str
 
 
+#: An encrypted model decrypted at discovery (to read its config) keeps its weights in memory until its
+#: first load, rather than being decrypted again, when they are at most this large.
+KEEP_OPENED_BYTES = 256 * 2**20
+
+
 def find_models(roots: list[str | Path], *, checkpoints: bool = False, key: Any = None,
                 trusted: list | None = None, refused: list[Refused] | None = None) -> list[ModelEntry]:
     """Every model under ``roots`` (each a model itself or a folder searched recursively). With
@@ -155,8 +192,10 @@ def find_models(roots: list[str | Path], *, checkpoints: bool = False, key: Any 
 
     Encrypted models (``model.atlenc``) are opened with ``key`` (in memory, to read their config). With
     ``trusted`` public keys, only models whose directory (the served checkpoint or model directory) carries
-    a valid signature by one of them are served. Models left out, and why, are appended to ``refused``."""
-    from atelier.models.pretrained import open_pretrained
+    a valid signature by one of them are served. Nothing outside a root is read or served: a symbolic link
+    (or a ``checkpoints/latest`` pointer) leading out of it is not followed, and the model it would have been
+    is refused. Models left out, and why, are appended to ``refused``."""
+    from atelier.models.pretrained import latest_checkpoint, open_pretrained
     from atelier.protect.envelope import is_sealed
 
     refused = refused if refused is not None else []
@@ -165,9 +204,16 @@ def find_models(roots: list[str | Path], *, checkpoints: bool = False, key: Any 
         root = Path(root)
         if not root.exists():
             raise FileNotFoundError(f"{root}: no such folder of models")
+        # nothing outside the folder is read or served: links out of it are not followed
+        inside = root.resolve()
         stack = [(root, 0)]
         while stack:
             folder, depth = stack.pop()
+            ckpt = folder if is_sealed(folder) else latest_checkpoint(folder)  # found, not yet read
+            escaped = _escape(inside, ckpt) if ckpt is not None else None
+            if escaped is not None:
+                refused.append(_outside(escaped, root))
+                continue
             ckpt = None
             if is_sealed(folder):
                 if key is None:
@@ -185,6 +231,9 @@ def find_models(roots: list[str | Path], *, checkpoints: bool = False, key: Any 
                     ckpt, config = resolve_pretrained(folder)
                 except (OSError, ValueError):
                     ckpt = None
+                    if _pointer_out(folder):  # latest_checkpoint did not follow it: say why it is not served
+                        refused.append(_outside(folder, root))
+                        continue
             if ckpt is not None:
                 found.append((root, folder, ckpt, config, sealed))
                 continue
@@ -195,6 +244,8 @@ def find_models(roots: list[str | Path], *, checkpoints: bool = False, key: Any 
                                   and not p.name.startswith("."))
             except OSError:
                 continue
+            refused.extend(_outside(c, root) for c in children if not c.resolve().is_relative_to(inside))
+            children = [c for c in children if c.resolve().is_relative_to(inside)]
             stack.extend((c, depth + 1) for c in reversed(children))
     names: dict[str, int] = {}
     entries = []
@@ -219,9 +270,14 @@ def find_models(roots: list[str | Path], *, checkpoints: bool = False, key: Any 
             params, size = _count_from_header(sealed), (ckpt / ENVELOPE_NAME).stat().st_size
         else:
             params, size = _weights_facts(ckpt)
+        keep = sealed if sealed is not None and len(sealed) <= KEEP_OPENED_BYTES else None
         entries.append(ModelEntry(name, folder, ckpt, str(config["model"]["family"]), config, params, size,
-                                  run_metrics(folder), sealed=sealed is not None, signed_by=signed_by))
+                                  run_metrics(folder), sealed=sealed is not None, signed_by=signed_by,
+                                  opened_weights=keep))
         for other in _checkpoints(folder, ckpt) if checkpoints and sealed is None and trusted is None else ():
+            if _escape(Path(root).resolve(), other) is not None:
+                refused.append(_outside(other, root))
+                continue
             try:
                 _, other_config = resolve_pretrained(other)
             except (OSError, ValueError):
@@ -288,7 +344,11 @@ class Catalog:
         with self._locks[name]:
             pipe = self._loaded.get(name)
             if pipe is None:
-                pipe = Pipeline.load(entry.checkpoint, device=self.device, key=self._key if entry.sealed else None)
+                if entry.opened_weights is not None:
+                    opened, entry.opened_weights = (entry.checkpoint, entry.config, entry.opened_weights), None
+                    pipe = Pipeline.from_opened(opened, device=self.device)
+                else:
+                    pipe = Pipeline.load(entry.checkpoint, device=self.device, key=self._key if entry.sealed else None)
                 self._loaded[name] = pipe
                 if self.on_load is not None:
                     self.on_load(entry, weights_sha256(entry))

@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import zipfile
 
 import torch
 
 from atelier.data.images import png_bytes
 from atelier.serve.jobs import JobContext, JobError, job_kind
-from atelier.serve.operations import File, encode_samples, gatys, model_image, photo, translated
+from atelier.serve.operations import (File, encode_samples, gatys, generation_provenance, model_image, numbered_name,
+                                      photo, translated, upload_members)
 
 
 def _pipeline(ctx: JobContext, catalog):
@@ -40,8 +42,10 @@ def generate(ctx: JobContext, catalog) -> list[File]:
         ctx.progress(done / n, f"{done} of {n} samples", force=True)
         ctx.check(f"after {done} of {n} samples")
     all_images = torch.cat(images)
+    provenance = generation_provenance(catalog, ctx.model, seed=int(p.get("seed", 0)), n=n, label=p.get("label"),
+                                       truncation=p.get("truncation"))
     return [encode_samples(all_images, torch.cat(labels) if labels else None, p.get("format", "npz"),
-                           pipe.class_names)]
+                           pipe.class_names, provenance=provenance)]
 
 
 @job_kind("gatys")
@@ -63,32 +67,28 @@ def gatys_job(ctx: JobContext, catalog) -> list[File]:
 
 @job_kind("translate")
 def translate_job(ctx: JobContext, catalog) -> list[File]:
-    """A CycleGAN over many uploaded images (a zip of PNG/JPEG files or one image): a zip of results."""
+    """A CycleGAN over many uploaded images (a zip of PNG/JPEG files or one image): a zip of results.
+
+    The stored input is what :func:`~atelier.serve.operations.translate_inputs` kept of the upload (the
+    model's inputs as bare PNGs named ``00000-<safe stem>.png``); each result is named after its input's
+    number and safe stem, never after a path the upload gave."""
     p = ctx.params
+    direction = p.get("direction", "a2b")
     pipe = _pipeline(ctx, catalog)
-    data = ctx.input("images")
     limits = ctx.queue.settings
-    if data[:4] == b"PK\x03\x04":
-        with zipfile.ZipFile(io.BytesIO(data)) as z:
-            names = [i for i in z.infolist() if not i.is_dir()][:1000]
-            if sum(i.file_size for i in names) > 4 * limits.max_upload_bytes:
-                raise JobError("the zip unpacks to more than four times the upload limit")
-            blobs = [(i.filename.rsplit("/", 1)[-1], z.read(i)) for i in names]
-    else:
-        blobs = [("image.png", data)]
+    blobs = upload_members(ctx.input("images"), max_bytes=limits.max_upload_bytes)  # DataError: the job fails
+    if len(blobs) == 1:
+        image = model_image(blobs[0][1], pipe, max_pixels=limits.max_upload_pixels, direction=direction)
+        return [translated(pipe, image[None], direction)]
     out = io.BytesIO()
     with zipfile.ZipFile(out, "w") as z:
-        for k, (name, blob) in enumerate(blobs):
+        for k, (stem, blob) in enumerate(blobs):
             image = model_image(blob, pipe, max_pixels=limits.max_upload_pixels, what=f"image {k + 1}",
-                                direction=p.get("direction", "a2b"))
-            result = pipe.translate(image[None], p.get("direction", "a2b"))[0]
-            z.writestr(f"{k:05d}.png", png_bytes(result))  # upload names never become paths
+                                direction=direction)
+            result = pipe.translate(image[None], direction)[0]
+            z.writestr(numbered_name(k, re.sub(r"^\d{5}-?", "", stem)), png_bytes(result))
             ctx.progress((k + 1) / len(blobs), f"{k + 1} of {len(blobs)} images", force=True)
             ctx.check(f"after {k + 1} of {len(blobs)} images")
-    if len(blobs) == 1:
-        image = model_image(blobs[0][1], pipe, max_pixels=limits.max_upload_pixels,
-                            direction=p.get("direction", "a2b"))
-        return [translated(pipe, image[None], p.get("direction", "a2b"))]
     return [File("translated.zip", "application/zip", out.getvalue())]
 
 

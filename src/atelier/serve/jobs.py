@@ -38,6 +38,9 @@ from atelier.signals import Stopped
 log = logging.getLogger("atelier.serve.jobs")
 
 STALE_AFTER = 120.0  # seconds without a heartbeat before a running job counts as abandoned
+#: A job whose worker died this many times while running it is failed, not queued again: a job that
+#: kills its worker (out of memory, say) must not take the studio down at every restart.
+MAX_ATTEMPTS = 3
 ACTIVE = ("queued", "running")
 FINISHED = ("succeeded", "failed", "cancelled")
 INPUT_PREFIX = "input-"
@@ -247,7 +250,7 @@ class JobQueue:
         """Queue again the jobs no live worker holds (after a restart); returns how many."""
         now = utcnow()
         host = socket.gethostname()
-        again = []
+        again, interrupted = [], {}
         with self.db.session() as s:
             for job in s.scalars(sa.select(Job).where(Job.status.in_(ACTIVE))):
                 if job.status == "queued":
@@ -257,8 +260,21 @@ class JobQueue:
                 w_host, _, pid = (job.worker or "").rpartition(":")
                 dead = w_host == host and pid.isdigit() and not _alive(int(pid))
                 if stale or dead or job.worker == self.worker_name:
-                    job.status, job.worker, job.message = "queued", None, "queued again after a restart"
+                    interrupted[job.id] = (job.worker, job.attempts)
+                    if (job.attempts or 0) >= MAX_ATTEMPTS:
+                        job.status, job.worker, job.finished_at = "failed", None, now
+                        job.error = job.message = (f"interrupted {job.attempts} times (its worker died each time); "
+                                                   "not run again")
+                        continue
+                    # it starts again from the beginning: its progress and preview were of the lost run
+                    job.status, job.worker, job.progress, job.preview = "queued", None, 0.0, None
+                    job.message = "interrupted (its worker died); queued again"
                     again.append(job.id)
+        for job_id, (worker, attempts) in interrupted.items():
+            given_up = job_id not in again
+            audit.record(self.db, "job.failed" if given_up else "job.requeue", actor=self.worker_name, target=job_id,
+                         detail={"worker": worker or "", "attempts": attempts or 0,
+                                 "reason": "its worker died every time" if given_up else "no live worker held it"})
         for job_id in again:
             self._task(job_id)
         return len(again)
@@ -270,7 +286,8 @@ class JobQueue:
             claimed = s.execute(sa.update(Job).where(Job.id == job_id, Job.status == "queued",
                                                      Job.cancel_requested.is_(False))
                                 .values(status="running", worker=self.worker_name, started_at=utcnow(),
-                                        heartbeat_at=utcnow(), message="started")).rowcount
+                                        heartbeat_at=utcnow(), message="started",
+                                        attempts=Job.attempts + 1)).rowcount
             job = s.get(Job, job_id) if claimed else None
         if job is None:
             return

@@ -1,12 +1,18 @@
 """What the studio does with a model, as functions of a :class:`~atelier.pipelines.Pipeline` that give
 back files (name, media type, bytes): used by the quick routes and by the job workers alike.
 
-Uploads are decoded here with the limits checked from the header before any pixel is decoded.
+Uploads are decoded here with the limits checked from the header before any pixel is decoded. An
+upload's bytes go to a decoder and nowhere else: what is kept of one (a job's inputs) is a new PNG of
+its pixels (:func:`clean_photo`, :func:`translate_inputs`), so EXIF, GPS, XMP and text chunks never
+reach the database, and the names an upload gives (multipart file names, zip members) are never paths
+and never echoed unsanitised. Generated images carry the allowlisted provenance record
+(:func:`generation_provenance`): the model's name, family and weights' SHA-256, the seed and settings.
 """
 
 from __future__ import annotations
 
 import io
+import re
 import zipfile
 from dataclasses import dataclass
 from typing import Callable
@@ -15,7 +21,9 @@ import numpy as np
 import torch
 
 from atelier.data.base import DataError
-from atelier.data.images import as_uint8, decode_image, png_bytes, read_image_bytes, strict_pil
+from atelier.data.images import (TooManyPixels, as_uint8, clean_upload, decode_image, png_bytes, read_image_bytes,
+                                 safe_stem, strict_pil)
+from atelier.data.provenance import Provenance, weights_sha256
 from atelier.pipelines import Pipeline
 from atelier.report.gif import gif_bytes
 from atelier.report.grid import grid_png
@@ -38,6 +46,83 @@ def check_upload(data: bytes, max_bytes: int, what: str = "the upload") -> bytes
 
 class UploadTooLarge(DataError):
     """An upload over the byte or pixel limits (answered 413)."""
+
+
+#: The most images a translate job's zip may hold.
+MAX_ZIP_IMAGES = 1000
+# what archivers add beside the files: never an image
+_ARCHIVE_CLUTTER = ("__MACOSX/", ".DS_Store", "Thumbs.db", "desktop.ini")
+
+
+def clean_photo(data: bytes, *, max_pixels: int, max_side: int, what: str = "the upload") -> bytes:
+    """An uploaded photo as the PNG of its pixels alone (see :func:`~atelier.data.images.clean_upload`),
+    its longer side at most ``max_side``: what a job keeps of it. :class:`UploadTooLarge` over the limits."""
+    try:
+        return clean_upload(data, name=what, max_pixels=max_pixels, max_side=max_side)
+    except TooManyPixels as exc:
+        raise UploadTooLarge(str(exc)) from None
+
+
+def upload_members(data: bytes, *, max_bytes: int, max_files: int = MAX_ZIP_IMAGES) -> list[tuple[str, bytes]]:
+    """A zip of images, or one image, as [(safe stem, the file's bytes)]: folders and archivers' clutter
+    skipped, each name reduced by :func:`~atelier.data.images.safe_stem` (never a path). The zip may unpack
+    to at most four times ``max_bytes``."""
+    if data[:4] != b"PK\x03\x04":
+        return [("", data)]
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as z:
+            members = [i for i in z.infolist() if not i.is_dir()
+                       and not any(part in i.filename for part in _ARCHIVE_CLUTTER)
+                       and not i.filename.replace("\\", "/").rsplit("/", 1)[-1].startswith("._")]
+            if not members:
+                raise DataError("the zip holds no files")
+            if len(members) > max_files:
+                raise UploadTooLarge(f"the zip holds {len(members):,} files, more than {max_files:,}")
+            if sum(i.file_size for i in members) > 4 * max_bytes:
+                raise UploadTooLarge("the zip unpacks to more than four times the upload limit")
+            # the declared sizes bound memory only for stored and deflated members: zipfile inflates bzip2
+            # and LZMA members whole before cutting them to their declared size (a bomb of any size)
+            odd = next((i for i in members if i.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED)), None)
+            if odd is not None:
+                raise DataError(f"the zip's member {safe_stem(odd.filename)!r} is compressed with method "
+                                f"{odd.compress_type}; only stored and deflated members are read")
+            return [(safe_stem(i.filename), z.read(i)) for i in members]
+    except DataError:
+        raise
+    except Exception as exc:  # zipfile, zlib, bz2 and lzma raise many types for damaged, encrypted or odd archives
+        raise DataError(f"the zip cannot be read ({type(exc).__name__})") from None
+
+
+def translate_inputs(data: bytes, pipe: Pipeline, *, max_bytes: int, max_pixels: int, direction: str) -> bytes:
+    """What a translate job keeps of its upload (a zip of images or one image): each image already as the
+    model's input, a metadata-free PNG, in a zip whose members are named ``00000-<safe stem>.png``. Every
+    image is checked here, so a bad one is refused when the job is submitted."""
+    members = upload_members(data, max_bytes=max_bytes)
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as z:  # PNGs are compressed already
+        for k, (stem, blob) in enumerate(members):
+            what = f"image {k + 1}" + (f" ({stem})" if stem else "")
+            image = model_image(blob, pipe, max_pixels=max_pixels, what=what, direction=direction)
+            z.writestr(numbered_name(k, stem), png_bytes(image, compress_level=1))
+    return out.getvalue()
+
+
+def numbered_name(k: int, stem: str, suffix: str = ".png") -> str:
+    """``00000-stem.png`` (``00000.png`` without a stem): an output's name, never a path."""
+    # usually safe_stem's already; made safe again all the same: no separator, no leading dot, short
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", stem).strip("._-")[:64].rstrip("._-")
+    return f"{k:05d}{'-' + stem if stem else ''}{suffix}"
+
+
+def generation_provenance(catalog, name: str, *, seed: int, n: int, label: int | None = None,
+                          truncation: float | None = None) -> Provenance:
+    """The record samples of the served model ``name`` carry: its name in the catalog (never its folder),
+    family and weights' SHA-256, and the request's seed and settings. Anything not allowed is dropped."""
+    entry = catalog.get(name)
+    return Provenance.from_mapping({
+        "operation": "sample", "model_family": entry.family, "model_name": name,
+        "weights_sha256": weights_sha256(entry.checkpoint), "seed": seed, "n": n, "label": label,
+        "truncation": truncation})
 
 
 def photo(data: bytes, *, max_pixels: int, max_side: int, what: str = "the upload") -> torch.Tensor:
@@ -67,7 +152,7 @@ def model_image(data: bytes, pipe: Pipeline, *, max_pixels: int, what: str = "th
         with strict_pil():
             array = decode_image(io.BytesIO(data), resolution, max_pixels=max_pixels)  # type: ignore[arg-type]
     except DataError as exc:
-        raise (UploadTooLarge if "over the limit" in str(exc) else DataError)(f"{what}: {exc}") from None
+        raise (UploadTooLarge if isinstance(exc, TooManyPixels) else DataError)(f"{what}: {exc}") from None
     except Exception as exc:
         raise DataError(f"{what}: not a readable image ({type(exc).__name__})") from None
     image = torch.from_numpy(np.array(array))  # a writable copy
@@ -81,11 +166,13 @@ def model_image(data: bytes, pipe: Pipeline, *, max_pixels: int, what: str = "th
 
 
 def encode_samples(images: torch.Tensor, labels: torch.Tensor | None, fmt: str,
-                   class_names: list[str] | None = None, *, compress: bool = True) -> File:
+                   class_names: list[str] | None = None, *, compress: bool = True,
+                   provenance: Provenance | None = None) -> File:
     """Samples (N, C, H, W) uint8 as one grid PNG, a zip of PNGs, or an ``.npz`` (images N,H,W,C; labels).
-    ``compress=False``: a plain ``.npz`` (quick answers: compressing costs more than sending, on loopback)."""
+    ``compress=False``: a plain ``.npz`` (quick answers: compressing costs more than sending, on loopback).
+    ``provenance``: the record each PNG carries (in a zip, with the image's index and label)."""
     if fmt == "png":  # zlib level 1: ~4x faster than the default for ~10% more bytes, on a response path
-        return File("samples.png", "image/png", grid_png(images, compress_level=1))
+        return File("samples.png", "image/png", grid_png(images, compress_level=1, provenance=provenance))
     if fmt == "npz":
         buf = io.BytesIO()
         arrays = {"images": images.permute(0, 2, 3, 1).contiguous().numpy()}
@@ -97,8 +184,13 @@ def encode_samples(images: torch.Tensor, labels: torch.Tensor | None, fmt: str,
         buf = io.BytesIO()
         with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as z:
             for i, image in enumerate(images):
-                folder = f"{class_names[int(labels[i])] if class_names and labels is not None else ''}"
-                z.writestr(f"{folder + '/' if folder else ''}{i:06d}.png", png_bytes(image))
+                label = int(labels[i]) if labels is not None else None
+                folder = ""
+                if class_names and label is not None:  # a model's class name, never a path inside the zip
+                    folder = str(class_names[label]).replace("/", "_").replace("\\", "_").strip()
+                    folder = folder if folder not in ("", ".", "..") else str(label)
+                one = provenance.replace(index=i, label=label) if provenance is not None else None
+                z.writestr(f"{folder + '/' if folder else ''}{i:06d}.png", png_bytes(image, provenance=one))
         return File("samples.zip", "application/zip", buf.getvalue())
     raise ValueError(f"format must be png, zip or npz, got {fmt!r}")
 

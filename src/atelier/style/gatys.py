@@ -194,7 +194,9 @@ def _optimise(x: torch.Tensor, objective: StyleLoss, cfg: GatysConfig, steps: in
               on_frame: Callable[[torch.Tensor], None] | None = None) -> tuple[torch.Tensor, bool]:
     """Run ``steps`` iterations of the configured optimiser on the pixels ``x`` (1, 3, h, w); returns the
     image and whether ``should_stop`` ended the loop early (it is asked before each iteration)."""
-    x = x.detach().clone().requires_grad_(True)
+    # contiguous: L-BFGS flattens the gradient with .view(), which a permuted image (an upload decoded
+    # as HWC, used at its own size) would refuse
+    x = x.detach().clone(memory_format=torch.contiguous_format).requires_grad_(True)
     if cfg.optimizer == "lbfgs":
         # One iteration per .step(): the history lives in the optimiser's state between calls, so this
         # is standard L-BFGS with one loss evaluation per iteration (no line search, as neural-style).

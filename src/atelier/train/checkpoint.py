@@ -25,7 +25,8 @@ from typing import Any
 import torch
 
 from atelier.data.base import Message, Option
-from atelier.io import DIR_MODE, FileFormatError, atomic_write_bytes, atomic_write_json, load_tensors, save_tensors
+from atelier.io import (DIR_MODE, FileFormatError, atomic_write_bytes, atomic_write_json, load_tensors, parse_json,
+                        save_tensors)
 from atelier.models.pretrained import LATEST
 
 _TENSOR = "__tensor__"
@@ -90,13 +91,20 @@ def save_checkpoint(
 
 
 def load_train_state(directory: Path) -> dict[str, Any]:
+    """The training state of a checkpoint (``state.json`` joined with ``state.safetensors``).
+    FileNotFoundError when ``state.safetensors`` is missing, FileFormatError naming the file for anything
+    else: unreadable, not JSON, or the two files not matching (see docs/errors.md)."""
     directory = Path(directory)
     tensors = load_tensors(directory / "state.safetensors", what="training state")
     try:
-        plain = json.loads((directory / "state.json").read_text())
-    except (OSError, json.JSONDecodeError) as exc:
+        plain = parse_json((directory / "state.json").read_bytes(), str(directory / "state.json"))
+    except OSError as exc:
         raise FileFormatError(f"{directory / 'state.json'}: unreadable training state ({exc})") from exc
-    return join_tensors(plain, tensors)
+    try:
+        return join_tensors(plain, tensors)
+    except (KeyError, TypeError, ValueError, AttributeError, RecursionError) as exc:  # a damaged or foreign state.json
+        raise FileFormatError(f"{directory / 'state.json'}: the training state does not match state.safetensors "
+                              f"({type(exc).__name__}: {str(exc)[:120]})") from None
 
 
 def set_latest(checkpoints: Path, name: str) -> None:
@@ -126,21 +134,37 @@ class RunExistsError(FileExistsError):
 
 
 def remove_stale_temporaries(run_dir: Path) -> list[Path]:
-    """Delete half-written checkpoint folders a killed run left behind (``.step_*.tmp*``, ``.best.old-*``);
-    returns what was removed. A complete checkpoint is never touched: it is renamed into place whole."""
+    """Delete what a killed run left half-done: checkpoint folders being written (``.step_*.tmp*``), the
+    ``latest`` pointer's temporary file, checkpoints moved aside to be replaced (``.best.old-*``); returns
+    what was removed. A complete checkpoint is never touched: it is renamed into place whole. One moved
+    aside whose replacement never arrived (killed between the two renames) is put back, not deleted."""
     checkpoints = Path(run_dir) / "checkpoints"
-    stale = [p for p in checkpoints.glob(".*") if p.is_dir() and (".tmp" in p.name or ".old-" in p.name)] \
-        if checkpoints.is_dir() else []
-    for p in stale:
-        shutil.rmtree(p, ignore_errors=True)
+    if not checkpoints.is_dir():
+        return []
+    stale = []
+    for p in sorted(checkpoints.glob(".*")):
+        if ".old-" in p.name and p.is_dir() and not _missing(p):
+            original = checkpoints / p.name[1:p.name.index(".old-")]
+            if not original.exists():
+                os.replace(p, original)
+                continue
+        if ".tmp" in p.name or ".old-" in p.name:
+            stale.append(p)
+            if p.is_dir():
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                p.unlink(missing_ok=True)
     return stale
 
 
-def prepare_run_dir(run_dir: Path, *, resume: bool, overwrite: bool) -> None:
+def prepare_run_dir(run_dir: Path, *, resume: bool, overwrite: bool, clear: bool = True) -> None:
     """Refuse to start a new run in a directory that is not empty, unless ``overwrite`` (then the
-    previous run's files are deleted; other files are left alone). Stale temporaries go either way."""
+    previous run's files are deleted; other files are left alone). Stale temporaries go either way.
+    With ``clear=False`` only the refusal is checked and nothing is deleted, so a run can fail its own
+    checks (an ``init_from`` model that does not fit) before the run it overwrites is gone."""
     run_dir = Path(run_dir)
-    remove_stale_temporaries(run_dir)
+    if clear:
+        remove_stale_temporaries(run_dir)
     if resume or not run_dir.is_dir() or not any(run_dir.iterdir()):
         return
     if not overwrite:
@@ -150,6 +174,8 @@ def prepare_run_dir(run_dir: Path, *, resume: bool, overwrite: bool) -> None:
             f"{run_dir} already holds {held}; continue it with ", Option("resume", "resume=True"),
             ", start again with ", Option("overwrite", "overwrite=True"),
             " (deletes the old run's checkpoints, samples and logs), or train into a new directory"))
+    if not clear:
+        return
     for name in RUN_ARTEFACTS:
         path = run_dir / name
         if path.is_dir():
@@ -159,21 +185,23 @@ def prepare_run_dir(run_dir: Path, *, resume: bool, overwrite: bool) -> None:
 
 
 def resumable_checkpoint(run_dir: Path) -> Path:
-    """The checkpoint ``--resume`` continues: the one ``checkpoints/latest`` names, else the newest
-    complete ``step_*`` checkpoint (a killed run may have lost the pointer); else FileNotFoundError
+    """The checkpoint ``--resume`` continues: the one ``checkpoints/latest`` names, unless a newer complete
+    ``step_*`` checkpoint is there (a run killed after writing it, before moving the pointer), else the
+    newest complete ``step_*`` checkpoint (a killed run may have lost the pointer); else FileNotFoundError
     saying what is there and why none of it is usable."""
     run_dir = Path(run_dir)
     checkpoints = run_dir / "checkpoints"
-    pointer = checkpoints / LATEST
-    if pointer.is_file():
-        named = checkpoints / pointer.read_text().strip()
-        if not _missing(named):
-            return named
     candidates = sorted((p for p in checkpoints.glob("step_*") if p.is_dir()), reverse=True) \
         if checkpoints.is_dir() else []
-    for candidate in candidates:
-        if not _missing(candidate):
-            return candidate
+    newest = next((c for c in candidates if not _missing(c)), None)
+    pointer = checkpoints / LATEST
+    if pointer.is_file():
+        name = pointer.read_text().strip()
+        named = checkpoints / name
+        if "/" not in name and name not in ("", ".", "..") and not _missing(named):  # a checkpoint of this run
+            return newest if newest is not None and name.startswith("step_") and newest.name > name else named
+    if newest is not None:
+        return newest
     if not candidates:
         raise FileNotFoundError(f"{run_dir}: nothing to resume (no checkpoint under {checkpoints})")
     why = "; ".join(f"{c.name} lacks {', '.join(_missing(c))}" for c in candidates[:3])

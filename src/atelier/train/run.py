@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -10,6 +11,7 @@ from typing import Any
 import torch
 
 from atelier.config import environment, from_dict, to_dict
+from atelier.data.base import DataError
 from atelier.device import ensure_fits, format_bytes, resolve_device, resolve_precision
 from atelier.io import load_json
 from atelier.models.pretrained import latest_checkpoint
@@ -17,6 +19,15 @@ from atelier.models.registry import SMALLER, Family, create_model, get_family, m
 from atelier.train.checkpoint import prepare_run_dir, resumable_checkpoint
 from atelier.train.config import TrainConfig
 from atelier.train.distributed import DistContext
+from atelier.train.init_from import (
+    InitFromNote,
+    carried_record,
+    check_family,
+    init_model,
+    load_init_source,
+    no_labels_hint,
+    source_settings,
+)
 from atelier.train.trainer import Hook, Trainer, TrainResult
 
 
@@ -76,11 +87,14 @@ def train_model(
     train: TrainConfig,
     out: str | Path,
     model_kwargs: dict[str, Any] | None = None,
-    conditional: bool = False,
+    conditional: bool | None = None,
     resume: bool = False,
     hooks: list[Hook] | None = None,
     setup_options: dict[str, Any] | None = None,
     overwrite: bool = False,
+    init_from: Any = None,
+    init_key: Any = None,
+    init_force: bool = False,
 ) -> TrainResult:
     """Train ``model_name`` (a registry name of any family) on ``data`` into the run directory ``out``.
 
@@ -92,25 +106,59 @@ def train_model(
     that is not empty is refused unless ``overwrite`` (which deletes the old run's files first); a
     run stopped by SIGINT/SIGTERM saves a checkpoint and says so in ``result.interrupted``. ``setup_options`` go to the
     family step's ``setup_run`` (e.g. ``features=`` for fast style: a ready feature network).
+
+    ``init_from`` starts the run from a saved model of the same family instead of a fresh initialisation
+    (transfer, fine-tuning): a run, checkpoint or model directory, an encrypted model opened with
+    ``init_key`` (an :class:`atelier.protect.envelope.Key`), or a model object. Every tensor whose name and
+    shape match is copied (EMA copies included); the others stay fresh and are named in an
+    :class:`~atelier.train.init_from.InitFromNote` warning and in the run's config, with the source's
+    weights' SHA-256. Less than half of the parameters fitting is refused unless ``init_force``. The model's
+    settings default to the source's (``model_kwargs`` override them; the data decides resolution, channels
+    and classes), and ``conditional`` (None) to whether the source is. The optimisers start fresh at step 0.
+    With ``resume`` the run continues from its own checkpoint (the source is not read again).
     """
     family: Family = get_family(model_family(model_name))
     train = as_family_config(train, family.train_config)
     data = as_family_config(data, family.data_config)
     dist = DistContext.from_env()
-    if dist.is_main:
-        prepare_run_dir(Path(out), resume=resume, overwrite=overwrite)
-    dist.barrier()  # rank 0 has checked (and, to overwrite, cleared) the run directory before anyone writes
+    source, inherited = None, False
+    saved = saved_run_config(out) if resume else None
+    if init_from is not None and not resume:
+        # read before the run directory is touched: the source may be the run that --overwrite replaces
+        source = load_init_source(init_from, init_key)
+        check_family(source, family, model_name)
+        model_kwargs = {**source_settings(source, family), **(model_kwargs or {})}
+        if conditional is None:
+            conditional, inherited = source.conditional, source.conditional
+    elif init_from is not None and saved is not None:  # resuming a transfer run: its own architecture
+        model_kwargs = {**saved["model"]["config"], **(model_kwargs or {})}
+    if dist.is_main:  # refuse a directory holding a run early; clearing it (overwrite) waits for the checks
+        prepare_run_dir(Path(out), resume=resume, overwrite=overwrite, clear=False)
     device = resolve_device(train.device, dist.local_rank)
     train = replace(train, precision=resolve_precision(train.precision, device))  # record what ran
     step_cls = family.step_class
-    setup = step_cls.setup_run(data, train, dict(model_kwargs or {}), conditional=conditional, dist=dist,
-                               device=device, **(setup_options or {}))
+    try:
+        setup = step_cls.setup_run(data, train, dict(model_kwargs or {}), conditional=bool(conditional), dist=dist,
+                                   device=device, **(setup_options or {}))
+    except DataError as exc:
+        if inherited and "labels" in str(exc):
+            raise no_labels_hint(exc, source) from None
+        raise
     count, nbytes = model_size(model_name, **setup.model_kwargs)
     # the weights, their gradients, Adam's two moments and the averaged copy: a floor (activations come on top)
     ensure_fits(5 * nbytes, f"training {model_name!r} ({count:,} parameters, {format_bytes(nbytes)} of weights, kept "
                 f"with their gradients, Adam's two moments and an averaged copy)", device=device, advice=SMALLER)
     torch.manual_seed(train.seed)  # the model's initial weights depend on the seed alone
     model = create_model(model_name, **setup.model_kwargs)
+    init_record = carried_record(saved)
+    if source is not None:  # before the step is built: it moves the model and makes the optimisers
+        report = init_model(model, source, force=init_force)
+        init_record = report.record()
+        if dist.is_main:
+            warnings.warn(InitFromNote(report.describe()), stacklevel=2)
+    if dist.is_main:
+        prepare_run_dir(Path(out), resume=resume, overwrite=overwrite)
+    dist.barrier()  # rank 0 has checked (and, to overwrite, cleared) the run directory before anyone writes
     step_fn = step_cls(model, train, device, dist, **setup.step_kwargs)
     run_config = {
         "model": {"name": model_name, **model.model_config_dict()},
@@ -118,12 +166,14 @@ def train_model(
         "data": to_dict(data),
         "dataset": setup.dataset_info,
         **setup.provenance,
+        **({"init_from": init_record} if init_record else {}),
         "environment": environment(),
     }
     hooks = [*(hooks or []), *step_cls.hooks(data, train, setup)]
     trainer = Trainer(step_fn, setup.dataset, train, out, run_config=run_config, device=device, dist=dist,
                       hooks=hooks, sampler=setup.sampler)
     result = trainer.fit(resume=resume)
+    result.init_from = init_record
     if dist.is_main and not result.interrupted:
         result.metrics = step_fn.finish(Path(out), data, train)
     return result

@@ -56,6 +56,7 @@ class TrainResult:
     evaluations: list[dict[str, Any]] = field(default_factory=list)  # from evaluation hooks (e.g. FID)
     metrics: dict[str, Any] = field(default_factory=dict)  # end-of-run metrics (a VAE's test ELBO)
     interrupted: str | None = None  # the signal that stopped the run early ("SIGTERM", "SIGINT"), if one did
+    init_from: dict[str, Any] | None = None  # the saved model the run started from (see train_model's init_from)
 
     @property
     def exit_code(self) -> int:
