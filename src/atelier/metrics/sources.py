@@ -8,6 +8,7 @@ saved data config then tells the evaluator which real data it was trained on.
 from __future__ import annotations
 
 import math
+import tokenize
 import warnings
 import zipfile
 import zlib
@@ -75,7 +76,8 @@ def images_from_array(array: np.ndarray, source: str = "array") -> torch.Tensor:
 #: What an ``.npz`` member may be: a plain array of numbers (object arrays would need unpickling).
 _NPY_READERS = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
 _NPZ_ERRORS = (OSError, EOFError, ValueError, zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error,
-               NotImplementedError, RuntimeError)  # what zipfile and zlib raise for damaged or encrypted members
+               NotImplementedError, RuntimeError,  # what zipfile and zlib raise for damaged or encrypted members
+               SyntaxError, tokenize.TokenError)  # numpy re-reads an unparsable header with tokenize
 
 
 def _npy_member(archive: zipfile.ZipFile, name: str, rows: int | None, where: str) -> np.ndarray:
