@@ -123,6 +123,8 @@ def family_args(tmp_path_factory) -> Callable[[str], "list[str] | None"]:
     style = _blobs(root / "style", 1, colour=True, seed=3, size=48) / "000.png"
     examples = {
         "gan": ["--data", "digits", "--batch-size", "8", "--g-width", "8", "--d-width", "8", "--latent-dim", "8"],
+        "resnet-gan": ["--data", "digits", "--resolution", "28", "--batch-size", "8", "--g-width", "8",
+                       "--d-width", "8", "--latent-dim", "8", "--n-dis", "2"],
         "vae": ["--data", "digits", "--batch-size", "8", "--width", "8", "--hidden", "0", "--latent-dim", "4",
                 "--iw-samples", "2", "--iw-images", "8"],
         "cyclegan": ["--domain-a", str(a), "--domain-b", str(b), "--resolution", "16", "--batch-size", "2",

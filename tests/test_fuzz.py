@@ -32,6 +32,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from atelier.cli import build_parser, main
+from atelier.models.registry import list_families
 
 SKIPPED = {("demo",), ("style", "weights"), ("data", "mnist-domains"), ("metrics", "fit-classifier"),
            ("serve", "worker")}  # a worker runs until stopped: its arguments are tested in tests/serve
@@ -137,7 +138,7 @@ def base_args(command: tuple[str, ...], world: dict[str, Path], out: Path, famil
         out.parent.mkdir(parents=True, exist_ok=True)
         Path(o + ".in.jsonl").write_text('{"item_id": "a:1", "rater_id": "r", "question": "q", "score": 1}\n')
         table[command] = [o + ".in.jsonl", "--db", o + ".sqlite"]
-    for family in ("gan", "vae", "cyclegan", "fast-style"):
+    for family in list_families():  # every registered family's smallest run (tests/conftest.py)
         table[("train", family)] = [*family_args(family), "--out", o, "--steps", "1", "--no-progress",
                                     "--no-tensorboard"]
     table[("style", "train")] = [*family_args("fast-style"), "--out", o, "--steps", "1", "--quiet"]

@@ -74,3 +74,10 @@ def test_atomic_directory_appears_whole_or_not_at_all(tmp_path: Path) -> None:
     with atomic_directory(out) as tmp:  # replaced as a whole: nothing of the old folder stays
         (tmp / "b.png").write_bytes(b"2")
     assert [p.name for p in out.iterdir()] == ["b.png"] and not _leftovers(tmp_path)
+
+
+def test_display_path_escapes_control_characters_only() -> None:
+    from atelier.io import display_path
+
+    assert display_path("runs/model a/é.json") == "runs/model a/é.json"
+    assert display_path("\n") == "'\\n'" and "\x1b" not in display_path("a\x1b[2Jb")

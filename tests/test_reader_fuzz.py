@@ -1184,8 +1184,9 @@ def fuzz_env() -> Iterator[None]:
     patch.undo()
 
 
-def _record(profile: str, reader: Reader, stats: Stats) -> None:
-    line = {"reader": reader.name, "profile": profile, "memory_bound_mib": reader.memory // MiB, **stats.as_dict()}
+def _record(profile: str, reader: Reader, stats: Stats, wall: float) -> None:
+    line = {"reader": reader.name, "profile": profile, "memory_bound_mib": reader.memory // MiB,
+            "wall_s": round(wall, 1), **stats.as_dict()}
     print(json.dumps(line))
     target = os.environ.get("ATELIER_FUZZ_REPORT")
     if target:
@@ -1199,6 +1200,7 @@ def _record(profile: str, reader: Reader, stats: Stats) -> None:
 def fuzz(reader: Reader, world: World, workdir: Path, profile: str, examples: int) -> Stats:
     stats = Stats()
     warm = []
+    started = time.perf_counter()
 
     @settings(settings.get_profile(profile), max_examples=examples)
     @given(shown_case=reader.inputs(world).map(Shown))
@@ -1211,7 +1213,7 @@ def fuzz(reader: Reader, world: World, workdir: Path, profile: str, examples: in
         run_case(reader, world, workdir, case, stats)
 
     check()
-    _record(profile, reader, stats)
+    _record(profile, reader, stats, time.perf_counter() - started)  # wall: generating the files too
     return stats
 
 
@@ -1279,6 +1281,10 @@ def _nested_header_envelope(world: World, depth: int) -> bytes:
 INF_HEADER = {"cipher": "AES-256-GCM", "chunk_size": float("inf"), "content": "atelier-model-bundle/1",
               "file_id": "f", "plaintext_sha256": "0" * 64, "plaintext_size": 10}
 
+#: A 10x12 PNG whose broken IDAT is followed by bytes read as a 201 MB chunk length (the slow fuzz run's find).
+DAMAGED_PNG_CHUNK = (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00\n\x00\x00\x00\x0c\x08\x00\x00\x00\x00~\x00s|"
+                     b"\x0c\x00\x00\x8fIDAT\x01\x16\x0c\x18\x00\x00$'(28<l\x7f\x82\x84\xa2\xaa\xe2\xeb\xf2\xfa")
+
 REGRESSIONS = [
     Fixed("io.load_json", "RecursionError from nesting", lambda w: _deep(100_000)),
     Fixed("io.load_json", "a bare ValueError (no file named) from a 5,000-digit integer", lambda w: b"9" * 5000),
@@ -1320,6 +1326,10 @@ REGRESSIONS = [
     Fixed("augment.AugmentConfig.from_file", "RecursionError: an alias inside itself",
           lambda w: SuffixedCase(".yaml", b"ops: [{name: blur, sigma: &s [*s]}]\n")),
     Fixed("images.decode_image", "PIL's UnidentifiedImageError escaped", lambda w: b"not an image"),
+    Fixed("images.read_image", "192 MiB reserved: PIL reads a damaged PNG chunk by its declared length",
+          lambda w: DAMAGED_PNG_CHUNK, memory=8 * MiB),
+    Fixed("images.decode_image", "192 MiB reserved: PIL reads a damaged PNG chunk by its declared length",
+          lambda w: DAMAGED_PNG_CHUNK, memory=8 * MiB),
     Fixed("signing.verify_directory", "64 MiB reserved to read a 1 KiB manifest",
           lambda w: SignedCase(w.manifest, "trusted"), refused=False, memory=8 * MiB),
     Fixed("weights.read_state_dict", "128 MiB reserved for a legacy pickle's damaged string length",

@@ -30,6 +30,13 @@ class FileFormatError(ValueError):
     """A file exists but cannot be read as what it should be (corrupt, truncated, wrong format)."""
 
 
+def display_path(path: str | os.PathLike) -> str:
+    """``path`` as a message shows it: as it is, or quoted with escapes when it holds a control character
+    (a name given as "\\n" would otherwise make the message start on a line of its own)."""
+    text = os.fspath(path)
+    return text if text.isprintable() else repr(text)
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)

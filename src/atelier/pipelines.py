@@ -92,6 +92,22 @@ class Pipeline:
         names = (self.config.get("dataset") or {}).get("classes") if isinstance(self.config, dict) else None
         return [str(c) for c in names] if isinstance(names, list) and len(names) == k else [str(i) for i in range(k)]
 
+    def class_index(self, value: int | str, what: str = "label") -> int:
+        """A class of this conditional model given by name (``"airplane"``) or index (``3``, ``"3"``), as its
+        index; ValueError naming ``what`` and the classes there are for anything else."""
+        names = self.class_names
+        if names is None:
+            raise ValueError(f"{what} needs a class-conditional model; {self.path} holds an unconditional "
+                             f"{self.family} model, which has no classes")
+        if isinstance(value, str) and value in names:
+            return names.index(value)
+        text = str(value).strip()
+        if not isinstance(value, bool) and text.lstrip("-").isdigit() and 0 <= int(text) < len(names):
+            return int(text)
+        shown = ", ".join(names[:20]) + (", ..." if len(names) > 20 else "")
+        raise ValueError(f"{what} {value!r} is not a class of this model: use a name ({shown}) or an index "
+                         f"0..{len(names) - 1}")
+
     @property
     def operations(self) -> list[str]:
         """The operations this model supports (its class's ``tasks``), e.g. for listings in the studio."""

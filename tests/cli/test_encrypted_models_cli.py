@@ -45,4 +45,4 @@ def test_sample_and_explore_open_an_encrypted_model_with_its_key(sealed, tmp_pat
 def test_error_messages_escape_control_characters(capsys) -> None:
     assert main(["sample", "run\r\x1b[2Jx", "--n", "1", "--out", "x.png"]) == 2
     err = capsys.readouterr().err
-    assert "\r" not in err and "\x1b" not in err and "run\\r\\x1b[2Jx: no such run" in err
+    assert "\r" not in err and "\x1b" not in err and "run\\r\\x1b[2Jx': no such run" in err

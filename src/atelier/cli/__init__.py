@@ -51,7 +51,7 @@ def _cmd_demo(args) -> int:
     from atelier.demo import run_demo
 
     steps = {k: getattr(args, k) for k in ("steps", "vae_steps") if getattr(args, k) is not None}
-    page = run_demo(args.out, minutes=args.minutes, seed=args.seed, **steps)
+    page = run_demo(args.out, data=args.data, data_dir=args.data_dir, minutes=args.minutes, seed=args.seed, **steps)
     print(f"demo page: {page.resolve()}")
     return 0
 
@@ -113,37 +113,14 @@ def _human_ratings(db_url: str, name: str) -> str:
     return "\n".join(lines)
 
 
-def _cmd_fit_classifier(args) -> int:
-    from atelier.metrics.classifier import DOMAIN_CLASSIFIERS, classifier_path, fit_domain_classifier
-
-    fitted = fit_domain_classifier(args.data, data_dir=args.data_dir, seed=args.seed, progress=not args.quiet)
-    print(f"{DOMAIN_CLASSIFIERS[args.data]}: test accuracy {fitted.test_accuracy:.4f}, "
-          f"weights sha256 {fitted.sha256[:16]}..., saved to {classifier_path(DOMAIN_CLASSIFIERS[args.data])}")
-    return 0
-
-
-def _cmd_list_extractors(args) -> int:
-    from atelier.metrics.classifier import DOMAIN_CLASSIFIERS, load_classifier
-    from atelier.metrics.extractors import list_extractors
-
-    fitted = {name: load_classifier(name) for name in DOMAIN_CLASSIFIERS.values()}
-    for name in list_extractors():
-        if name in fitted:
-            f = fitted[name]
-            state = f"fitted, test accuracy {f.test_accuracy:.4f}, sha256 {f.sha256[:12]}" if f else "not fitted yet"
-        else:
-            state = "needs the TF InceptionV3 weights file (--inception-weights or the cache)"
-        print(f"{name:14s} {state}")
-    return 0
-
-
 def _add_evaluate(sub) -> None:
     from atelier.metrics.evaluate import METRIC_GROUPS
 
     e = sub.add_parser("evaluate", help="FID, KID, IS, precision/recall, two-sample test and memorisation",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     e.add_argument("input", help="run directory (sampled here), .npz with an 'images' array, or a folder of images")
-    e.add_argument("--data", default=None, help="real data: digits | mnist | folder:PATH (default: the run's own)")
+    e.add_argument("--data", default=None,
+                   help="real data: digits | mnist | cifar10 | folder:PATH (default: the run's own)")
     e.add_argument("--data-dir", default=None)
     e.add_argument("--split", default=None, help="real split to compare against (default: test)")
     e.add_argument("--n", type=int, default=None, help="samples to draw from a run, and the most real images used "
@@ -151,7 +128,10 @@ def _add_evaluate(sub) -> None:
     e.add_argument("--seed", type=int, default=None)
     e.add_argument("--out", default="evaluation", help="folder for metrics.json and the HTML report")
     e.add_argument("--metrics", default=None, help=f"comma-separated subset of {','.join(METRIC_GROUPS)}")
-    e.add_argument("--extractor", default=None, help="mnist-cnn | digits-cnn | inception-v3 (default: per dataset)")
+    e.add_argument("--extractor", default=None,
+                   help="mnist-cnn | digits-cnn | cifar10-cnn | folder-cnn:HASH | inception-v3 (default: the "
+                        "dataset's own; for folder:PATH the extractor fitted for it by `atelier metrics "
+                        "fit-classifier`, else inception-v3 when its weights are at hand)")
     e.add_argument("--inception-weights", default=None, help="local pt_inception-2015-12-05-6726825d.pth")
     e.add_argument("--no-verify-weights", dest="verify_weights", action="store_false", default=None,
                    help="accept an InceptionV3 file whose SHA-256 differs (e.g. converted weights)")
@@ -167,16 +147,9 @@ def _add_evaluate(sub) -> None:
                    help="the studio's database (path or URL): show its human ratings beside the metrics")
     e.set_defaults(func=_cmd_evaluate)
 
-    m = sub.add_parser("metrics", help="feature extractors for evaluation")
-    msub = m.add_subparsers(dest="metrics_command", required=True)
-    f = msub.add_parser("fit-classifier", help="fit and cache the domain classifier of a dataset")
-    f.add_argument("--data", choices=("mnist", "digits"), default="mnist")
-    f.add_argument("--data-dir", default=None)
-    f.add_argument("--seed", type=int, default=0)
-    f.add_argument("--quiet", action="store_true")
-    f.set_defaults(func=_cmd_fit_classifier)
-    x = msub.add_parser("extractors", help="list feature extractors and whether they are ready")
-    x.set_defaults(func=_cmd_list_extractors)
+    from atelier.cli.metrics import add_metrics_parser
+
+    add_metrics_parser(sub)  # metrics fit-classifier | extractors
 
 
 def _cmd_models(args) -> int:
@@ -232,6 +205,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("demo", help="train a small conditional GAN on the bundled digits and show it")
     d.add_argument("--out", default="atelier-demo")
+    d.add_argument("--data", default="digits", help="what the GAN and VAE learn: digits | mnist | cifar10 | "
+                   "folder:PATH (class folders under train/ and test/; default: the bundled digits)")
+    d.add_argument("--data-dir", default=None, help="local files for --data (e.g. CIFAR-10's archive or image tree)")
     d.add_argument("--steps", type=int, default=None, help="GAN training steps (default: 3000, about 75 s on 2 cores)")
     d.add_argument("--vae-steps", type=int, default=None, help="VAE training steps (default: 1500, about 30 s)")
     d.add_argument("--minutes", type=float, default=4.0, help="wall-clock cap on training")

@@ -27,6 +27,7 @@ FLAGS: dict[str, tuple[str, str | tuple[str, ...]]] = {
     "weights_sha256": ("--weights-sha256 HEX", "weights_sha256"),
     "weights_path": ("--weights PATH", "weights"),
     "inception_weights_path": ("--inception-weights PATH", "inception_weights"),
+    "extractor_inception": ("--extractor inception-v3", "extractor"),
     "downloads_off": ("--offline was given", "offline"),  # a state, as in "not in the cache and ..."
     "no_fallback": ("--no-fallback", ("no_fallback", "fallback")),
     "no_verify_data": ("--no-verify", "verify"),

@@ -56,19 +56,33 @@ def _png_out(out: str, default_name: str) -> Path:
 
 
 def _load_model(args):
+    """The model of ``args.run``; a ``--label`` or ``--classes`` given by class name (or index) becomes the
+    class's index (a clear error when the model has no such class)."""
     from atelier.cli.protect import model_key
     from atelier.models.pretrained import NonFiniteWeightsWarning
     from atelier.pipelines import Pipeline
 
     with warnings_to_stderr(NonFiniteWeightsWarning):
-        return Pipeline.load(args.run, allow_nonfinite=args.allow_nonfinite, key=model_key(args)).model
+        pipe = Pipeline.load(args.run, allow_nonfinite=args.allow_nonfinite, key=model_key(args))
+    args.class_names = pipe.class_names
+    if getattr(args, "label", None) is not None:
+        args.label = pipe.class_index(args.label, "--label")
+    if getattr(args, "classes", None) is not None:
+        args.classes = [pipe.class_index(c, "--classes") for c in args.classes]
+    return pipe.model
+
+
+def _class_name(args, index: int) -> str:
+    """How a class is named in what a command prints: its name when the model's data gave names."""
+    names = getattr(args, "class_names", None)
+    return names[index] if names and 0 <= index < len(names) else str(index)
 
 
 def _load_data(model, args, what: str):
     from atelier.data.registry import load_dataset
 
     if not args.data:
-        raise ValueError(f"{what} needs real images: pass --data (digits | mnist | folder:PATH)")
+        raise ValueError(f"{what} needs real images: pass --data (digits | mnist | cifar10 | folder:PATH)")
     return load_dataset(args.data, resolution=model.config.resolution, split=args.split, data_dir=args.data_dir,
                         channels=model.config.channels, progress=False)
 
@@ -128,7 +142,8 @@ def _cmd_interpolate(args) -> int:
     if args.seeds is not None:
         frames = interpolate_seeds(model, args.seeds[0], args.seeds[1], args.steps, label=args.label,
                                    method=args.method, truncation=args.truncation)
-        what = f"seeds {args.seeds[0]} -> {args.seeds[1]} ({args.method})"
+        what = f"seeds {args.seeds[0]} -> {args.seeds[1]} ({args.method})" + (
+            f", class {_class_name(args, args.label)}" if args.label is not None else "")
     elif args.images is not None:
         require_encoder(model, "--images (interpolating between real images)")
         if args.label is not None:
@@ -142,7 +157,7 @@ def _cmd_interpolate(args) -> int:
     else:
         frames = interpolate_classes(model, args.classes[0], args.classes[1], args.steps, args.seed,
                                      truncation=args.truncation)
-        what = f"classes {args.classes[0]} -> {args.classes[1]} (seed {args.seed})"
+        what = f"classes {_class_name(args, args.classes[0])} -> {_class_name(args, args.classes[1])} (seed {args.seed})"
     out = _png_out(args.out, "interpolation.png")
     save_grid(frames, out, nrow=len(frames))
     written = [str(out)]
@@ -310,7 +325,7 @@ def _common(p, *, seed_help: str | None, seed_default: int | None = 0, split: st
     p.add_argument("--out", required=True, help="output .png (or a folder to write the default name into)")
     if seed_help:
         p.add_argument("--seed", type=int, default=seed_default, help=seed_help)
-    p.add_argument("--data", default=None, help="real images: digits | mnist | folder:PATH")
+    p.add_argument("--data", default=None, help="real images: digits | mnist | cifar10 | folder:PATH")
     p.add_argument("--data-dir", default=None, help="local files for the dataset (e.g. MNIST's IDX files)")
     p.add_argument("--split", default=split, help="dataset split: train | test | all")
     p.add_argument("--allow-nonfinite", action="store_true",
@@ -331,10 +346,12 @@ def add_explore_parser(subparsers) -> argparse.ArgumentParser:
     which.add_argument("--seeds", type=int, nargs=2, metavar=("A", "B"), help="from seed A's latent to seed B's")
     which.add_argument("--images", type=int, nargs=2, metavar=("I", "J"),
                        help="VAE: between dataset images I and J (needs --data)")
-    which.add_argument("--classes", type=int, nargs=2, metavar=("A", "B"),
-                       help="conditional models: one latent (--seed), class A morphing into class B")
+    which.add_argument("--classes", nargs=2, metavar=("A", "B"),
+                       help="conditional models: one latent (--seed), class A morphing into class B (names, e.g. "
+                            "airplane ship, or indices)")
     p.add_argument("--steps", type=int, default=10, help=f"frames, both ends included (2..{MAX_STEPS})")
-    p.add_argument("--label", type=int, default=None, help="class of every frame with --seeds (conditional models)")
+    p.add_argument("--label", default=None, help="class (name or index) of every frame with --seeds (conditional "
+                   "models)")
     p.add_argument("--method", choices=("slerp", "lerp"), default="slerp", help="path between seed latents")
     p.add_argument("--truncation", type=float, default=None,
                    help="draw seed latents from the normal truncated to +-T (T > 0)")
@@ -352,7 +369,8 @@ def add_explore_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=9, help=f"values per dimension (rows x steps at most "
                    f"{MAX_GRID_IMAGES})")
     p.add_argument("--max-rows", type=int, default=10, help="dimensions shown when --dims is not given")
-    p.add_argument("--label", type=int, default=None, help="class of every image (conditional models; default 0)")
+    p.add_argument("--label", default=None, help="class (name or index) of every image (conditional models; "
+                   "default 0)")
     p.add_argument("--image", type=int, default=None, help="VAE: start from the posterior mean of this --data image")
     p.add_argument("--kl-n", type=int, default=500, help="images of --data used to rank dimensions by KL (all "
                    "of them if fewer)")
@@ -371,7 +389,8 @@ def add_explore_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--b-seeds", type=_ints, default=None, help=f"any model: seeds of group B (at most {MAX_SEEDS:,})")
     p.add_argument("--c-seeds", type=_ints, default=None, help=f"any model: seeds of the C latents (at most "
                    f"{MAX_GRID_IMAGES // 2})")
-    p.add_argument("--label", type=int, default=None, help="seeds on a conditional model: class drawn (default 0)")
+    p.add_argument("--label", default=None, help="seeds on a conditional model: class (name or index) drawn "
+                   "(default 0)")
     p.add_argument("--truncation", type=float, default=None,
                    help="draw seed latents from the normal truncated to +-T (T > 0)")
     p.set_defaults(func=_cmd_arithmetic)
@@ -398,7 +417,7 @@ def add_explore_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--n", type=int, default=64, help=f"samples to draw (at most {MAX_NOVELTY_SAMPLES:,})")
     p.add_argument("--k", type=int, default=16, help=f"pairs shown (the closest to the training set; at most "
                    f"{MAX_GRID_IMAGES // 2})")
-    p.add_argument("--label", type=int, default=None, help="class drawn (conditional models; default: all)")
+    p.add_argument("--label", default=None, help="class (name or index) drawn (conditional models; default: all)")
     p.add_argument("--truncation", type=float, default=None,
                    help="draw latents from the normal truncated to +-T (T > 0)")
     p.set_defaults(func=_cmd_novelty)

@@ -243,7 +243,7 @@ def _add_audit_parser(psub) -> None:
                                     "training images are those of the run's saved data config; see "
                                     "docs/privacy.md.")
     a.add_argument("run", help="run directory, checkpoint, saved model or encrypted model")
-    a.add_argument("--data", default=None, help="the dataset it was trained on: digits | mnist | folder:PATH "
+    a.add_argument("--data", default=None, help="the dataset it was trained on: digits | mnist | cifar10 | folder:PATH "
                                                 "(default: the run's own)")
     a.add_argument("--data-dir", default=None)
     a.add_argument("--split", default=None, help="the split (or slice, e.g. train[30000:]) it was trained on "

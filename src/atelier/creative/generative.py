@@ -7,10 +7,11 @@
 
 With ``min_confidence`` every sample is shown to a classifier and kept only when it predicts the class
 the sample was drawn for with at least that softmax probability. The classifier is, by default, the
-domain classifier of the run's dataset (``digits-cnn`` / ``mnist-cnn``, see
+domain classifier of the run's dataset (``digits-cnn`` / ``mnist-cnn`` / ``cifar10-cnn``, or for a
+``folder:PATH`` run the extractor fitted on that folder with ``atelier metrics fit-classifier``; see
 :mod:`atelier.metrics.extractors`); or an extractor name, a classifier ``.safetensors`` file saved by
-:func:`atelier.metrics.classifier.save_classifier`, or any callable from uint8 images to (N, K)
-logits. Classes are oversampled until ``per_class`` samples are kept, up to ``max_oversample`` x
+:func:`atelier.metrics.classifier.save_classifier` (any architecture it saves: the digit CNN, the
+colour ResNet), or any callable from uint8 images to (N, K) logits. Classes are oversampled until ``per_class`` samples are kept, up to ``max_oversample`` x
 ``per_class`` draws per class; past that the call fails (writing nothing) and names each class that
 fell short with its acceptance rate.
 """
@@ -71,8 +72,25 @@ def planned_paths(classes: list[str], per_class: int, out_dir: Path, prefix: str
             for i in range(per_class)]
 
 
+@dataclass
+class ConditionalRun:
+    """A loaded class-conditional model and what its run says about its data."""
+
+    model: Any
+    classes: list[str]  # class names in label order (the training data's, else "0", "1", ...)
+    dataset: str | None  # the run's data spec (e.g. "cifar10", "folder:PATH"), when it was saved
+    data_dir: str | None = None  # the run's --data-dir
+    resolution: int | None = None  # the model's image side
+
+
 def load_conditional(run: str | os.PathLike | torch.nn.Module, *, device: str = "cpu") -> tuple[Any, list[str], str | None]:
     """(model, class names, dataset name) of a conditional GAN/VAE run; a clear error for anything else."""
+    loaded = load_conditional_run(run, device=device)
+    return loaded.model, loaded.classes, loaded.dataset
+
+
+def load_conditional_run(run: str | os.PathLike | torch.nn.Module, *, device: str = "cpu") -> ConditionalRun:
+    """The conditional GAN/VAE in ``run`` with its class names and data; a clear error for anything else."""
     from atelier.models import load_pretrained
     from atelier.models.pretrained import resolve_pretrained
 
@@ -90,47 +108,74 @@ def load_conditional(run: str | os.PathLike | torch.nn.Module, *, device: str = 
     k = model.config.num_classes
     names = (config.get("dataset") or {}).get("classes")
     classes = [str(c) for c in names] if isinstance(names, list) and len(names) == k else [str(i) for i in range(k)]
-    return model, classes, (config.get("data") or {}).get("name")
+    data = config.get("data") or {}
+    return ConditionalRun(model, classes, data.get("name"), data.get("data_dir"),
+                          getattr(model.config, "resolution", None))
 
 
 def _load_classifier_file(path: Path, device: str) -> Classifier:
-    import json
-
-    from atelier.metrics.classifier import DigitClassifier, FittedClassifier, weights_sha256
+    """A classifier saved by :func:`atelier.metrics.classifier.save_classifier`: its architecture (digit CNN,
+    colour ResNet) rebuilt from the JSON beside it, the weights checked against the hash saved there."""
+    from atelier.data import DataError
+    from atelier.io import load_json, load_tensors
+    from atelier.metrics.classifier import FittedClassifier, build_classifier, weights_sha256
     from atelier.metrics.extractors import ClassifierExtractor
-    from atelier.io import load_tensors
 
     meta_path = path.with_suffix(".json")
     if not meta_path.is_file():
-        raise FileNotFoundError(f"{path}: classifier weights need {meta_path.name} beside them (num_classes, channels), "
-                                f"as written by atelier.metrics.classifier.save_classifier")
-    meta = json.loads(meta_path.read_text())
-    model = DigitClassifier(meta["num_classes"], meta["channels"])
-    model.load_state_dict(load_tensors(path))
-    fitted = FittedClassifier(model.eval(), meta.get("test_accuracy", float("nan")), weights_sha256(model))
+        raise FileNotFoundError(f"{path}: classifier weights need {meta_path.name} beside them (arch, num_classes, "
+                                f"channels), as written by atelier.metrics.classifier.save_classifier")
+    meta = load_json(meta_path)
+    if not isinstance(meta, dict) or not {"num_classes", "channels"} <= meta.keys():
+        raise DataError(f"{meta_path}: not a classifier description (it needs num_classes and channels, as "
+                        f"atelier.metrics.classifier.save_classifier writes them)")
+    try:
+        model = build_classifier(meta)
+        model.load_state_dict(load_tensors(path, what="classifier weights"))
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        raise DataError(f"{path}: these weights do not fit the {meta.get('arch', 'digit-cnn')} classifier that "
+                        f"{meta_path.name} describes: {exc}") from None
+    digest = weights_sha256(model)
+    if meta.get("sha256", digest) != digest:
+        raise DataError(f"{path}: the weights have changed since they were saved (sha256 {digest[:12]}, "
+                        f"{meta_path.name} says {str(meta['sha256'])[:12]})")
+    info = {k: v for k, v in meta.items() if k not in ("test_accuracy", "sha256")}
+    fitted = FittedClassifier(model.eval(), meta.get("test_accuracy", float("nan")), digest, info)
     return ClassifierExtractor(path.stem, fitted, device)
 
 
 def resolve_classifier(classifier: str | os.PathLike | Classifier | None, dataset: str | None, *,
+                       data_dir: str | None = None, resolution: int | None = None,
                        device: str = "cpu") -> tuple[Classifier, str]:
-    """(callable from uint8 images to logits or ExtractedFeatures, a description for the record)."""
+    """(callable from uint8 images to logits or ExtractedFeatures, a description for the record).
+
+    ``classifier`` None: the domain classifier of ``dataset`` (fitted and cached on first use, from
+    ``data_dir``), or for an image folder the extractor fitted on it (at the size closest to ``resolution``)."""
     from atelier.metrics.extractors import DEFAULT_EXTRACTORS, dataset_family, list_extractors, load_extractor
+    from atelier.metrics.folder_classifier import find_folder_extractor, folder_of_spec
 
     if callable(classifier) and not isinstance(classifier, (str, os.PathLike)):
         return classifier, getattr(classifier, "name", type(classifier).__name__)
     if classifier is None:
         family = dataset_family(dataset) if dataset else None
-        if family not in DEFAULT_EXTRACTORS:
+        folder = folder_of_spec(dataset, data_dir) if dataset and family not in DEFAULT_EXTRACTORS else None
+        fitted = find_folder_extractor(folder, resolution) if folder is not None else None
+        if family in DEFAULT_EXTRACTORS:
+            classifier = DEFAULT_EXTRACTORS[family]
+        elif fitted is not None:
+            classifier = fitted
+        else:
+            fit = (f"; or fit one on the run's labelled folder once with `atelier metrics fit-classifier --data "
+                   f"folder:{folder}`" if folder is not None else "")
             raise ValueError(f"no domain classifier for the run's dataset {dataset!r} (there are ones for "
-                             f"{', '.join(sorted(DEFAULT_EXTRACTORS))}); pass a classifier: an extractor name, a "
-                             f"classifier .safetensors file, or a callable")
-        classifier = DEFAULT_EXTRACTORS[family]
+                             f"{', '.join(sorted(DEFAULT_EXTRACTORS))}){fit}; or pass a classifier: an extractor "
+                             f"name, a classifier .safetensors file, or a callable")
     text = os.fspath(classifier)
     if text == "inception-v3":
         raise ValueError("inception-v3 predicts ImageNet classes, not the run's classes; use a domain classifier "
-                         "(digits-cnn, mnist-cnn) or a classifier file")
+                         "(digits-cnn, mnist-cnn, cifar10-cnn, a folder's fitted folder-cnn:...) or a classifier file")
     if text in list_extractors():
-        return load_extractor(text, device=device), text
+        return load_extractor(text, device=device, data_dir=data_dir), text
     path = Path(text).expanduser()
     if path.is_file():
         return _load_classifier_file(path, device), str(path)
@@ -164,8 +209,10 @@ def generate_labelled(
         raise ValueError(f"min_confidence must lie in [0, 1], got {min_confidence}")
     if max_oversample < 1:
         raise ValueError(f"max_oversample must be at least 1, got {max_oversample}")
-    model, classes, dataset = load_conditional(run, device=device)
-    judge, judge_name = (None, None) if min_confidence is None else resolve_classifier(classifier, dataset, device=device)
+    loaded = load_conditional_run(run, device=device)
+    model, classes = loaded.model, loaded.classes
+    judge, judge_name = (None, None) if min_confidence is None else resolve_classifier(
+        classifier, loaded.dataset, data_dir=loaded.data_dir, resolution=loaded.resolution, device=device)
     k = model.config.num_classes
     generator = torch.Generator().manual_seed(seed)
     images, confidences, drawn, accepted = [], [], [], []

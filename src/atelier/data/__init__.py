@@ -1,4 +1,5 @@
-"""Datasets as in-memory uint8 tensors: sklearn digits, MNIST (IDX, cached download) and image folders.
+"""Datasets as in-memory uint8 tensors: sklearn digits, MNIST (IDX, cached download), CIFAR-10 (the
+official binary archive, cached download) and image folders.
 
     >>> ds = load_dataset("digits", resolution=32, split="test")
     >>> ds.images.shape          # (N, C, R, R) uint8

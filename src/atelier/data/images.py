@@ -41,6 +41,33 @@ class TooManyPixels(DataError):
     """An image declaring more pixels than allowed, refused from its header before decoding."""
 
 
+class _CappedReader(io.BufferedReader):
+    """A binary file whose ``read(n)`` never asks for more than the file still holds.
+
+    PIL reads a PNG chunk by the length the chunk declares (up to 2 GiB), and Python allocates a read's
+    whole size before reading: a damaged 75-byte PNG made it allocate 192 MiB (found by the reader fuzz).
+    Reading from memory (``BytesIO``) slices instead, so only files need this."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(io.FileIO(path, "rb"))
+        self._size = os.fstat(self.fileno()).st_size
+
+    def read(self, size: int | None = -1) -> bytes:
+        if size is not None and size > 0:
+            size = min(size, max(0, self._size - self.tell()))
+            if size == 0:
+                return b""
+        return super().read(size)
+
+
+def _open_file(path: str | os.PathLike | io.IOBase) -> contextlib.AbstractContextManager:
+    """``path`` opened for PIL (which leaves a file object it was given open: close it yourself); a binary
+    file object already open (the studio's uploads, in memory) is used as it is, and left open."""
+    if isinstance(path, io.IOBase):
+        return contextlib.nullcontext(path)
+    return _CappedReader(Path(path))
+
+
 @contextlib.contextmanager
 def strict_pil() -> Iterator[None]:
     """Make PIL fail loudly: no silently-padded truncated images, decompression-bomb warnings raise.
@@ -120,7 +147,7 @@ def decode_image(path: Path, resolution: int, *, max_pixels: int | None = MAX_PI
     Call inside :func:`strict_pil` so truncated files and PIL's own bomb warnings raise too.
     """
     try:
-        with Image.open(path, formats=_FORMATS) as im:  # reads the header only
+        with _open_file(path) as f, Image.open(f, formats=_FORMATS) as im:  # reads the header only
             w, h = im.size
             if max_pixels is not None and w * h > max_pixels:
                 raise TooManyPixels(
@@ -146,7 +173,11 @@ def read_image(path: str | os.PathLike, *, size: int | None = None, max_pixels: 
     p = Path(path).expanduser()
     if not p.is_file():
         raise FileNotFoundError(f"image not found: {p}")
-    return _read_photo(p, str(p), size, max_pixels)
+    try:
+        with _open_file(p) as f:
+            return _read_photo(f, str(p), size, max_pixels)
+    except OSError as exc:  # unreadable (permissions, a folder): named, like every other failure
+        raise DataError(f"{p}: cannot read ({exc.strerror or exc})") from exc
 
 
 def read_image_bytes(data: bytes, *, name: str = "the upload", size: int | None = None,
@@ -297,7 +328,7 @@ def image_size(path: str | os.PathLike, *, max_pixels: int | None = MAX_PIXELS) 
     naming the file."""
     p = Path(path)
     try:
-        with strict_pil(), Image.open(p, formats=_FORMATS) as im:
+        with strict_pil(), _open_file(p) as f, Image.open(f, formats=_FORMATS) as im:
             w, h = im.size
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise DataError(f"{p}: not a readable image ({type(exc).__name__}: {exc})") from exc

@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 from atelier.data.base import DataError, ImageDataset
+from atelier.data.cifar10 import load_cifar10
 from atelier.data.digits import load_digits_dataset
 from atelier.data.images import MAX_PIXELS
 from atelier.data.folder import load_folder
@@ -14,7 +15,7 @@ from atelier.data.mnist import load_mnist
 from atelier.data.resize import check_resolution, convert_channels
 
 #: The spec forms ``load_dataset`` understands, for help texts.
-SPECS = ("digits", "mnist", "folder:PATH")
+SPECS = ("digits", "mnist", "cifar10", "folder:PATH")
 SPLITS = ("train", "test", "all")
 #: A split with an optional slice of it: ``train``, ``train[:30000]``, ``test[5000:]``, ``all[100:200]``.
 _SLICED = re.compile(r"(train|test|all)(?:\[(\d{0,9}):(\d{0,9})\])?")
@@ -63,20 +64,23 @@ def load_dataset(
     """Load a dataset as uint8 (N, C, resolution, resolution) images.
 
     Args:
-        spec: "digits" (sklearn, offline), "mnist" (IDX files; cached download) or "folder:PATH"
-            (a bare path to an existing folder also works; "folder" alone uses ``data_dir``).
+        spec: "digits" (sklearn, offline), "mnist" (IDX files; cached download), "cifar10" (the official
+            binary archive; cached download) or "folder:PATH" (a bare path to an existing folder also
+            works; "folder" alone uses ``data_dir``).
         resolution: side of the square output images.
         split: "train", "test" or "all" (train then test). A plain folder has only one split:
             "train" and "all" are the whole folder; "test" needs train/ and test/ sub-folders. A slice
             of a split by image index, in its stored order: "train[:30000]", "train[30000:]",
             "test[0:1000]" (e.g. disjoint "public" and "private" halves of one dataset).
-        data_dir: mnist: read the IDX files from this folder instead of the cache.
-        channels: 1 or 3 to convert; None keeps the natural count (1 for digits/mnist; for a folder
+        data_dir: mnist: read the IDX files from this folder instead of the cache. cifar10: the archive
+            ``cifar-10-binary.tar.gz``, its extracted ``cifar-10-batches-bin`` folder, or a folder holding either.
+        channels: 1 or 3 to convert; None keeps the natural count (1 for digits/mnist, 3 for cifar10; for a folder
             3 if any image is colour, else 1).
         strict: folder: raise on the first unreadable image instead of skipping it with a warning.
-        download: mnist: fetch missing files into the cache.
-        verify: mnist: check the pinned SHA-256 checksums (use False for deliberately modified files).
-        base_url: mnist: download mirror (default ``$ATELIER_MNIST_URL`` or the PyTorch S3 mirror).
+        download: mnist, cifar10: fetch missing files into the cache.
+        verify: mnist, cifar10: check the pinned SHA-256 checksums (use False for deliberately modified files).
+        base_url: mnist, cifar10: download mirror (default ``$ATELIER_MNIST_URL`` or the PyTorch S3 mirror;
+            ``$ATELIER_CIFAR10_URL`` or the official URL).
         progress: show progress bars.
         max_pixels: folder: refuse images declaring more pixels than this (decompression bombs).
     """
@@ -94,6 +98,11 @@ def load_dataset(
         dataset = load_digits_dataset(resolution=resolution, split=split)
     elif key == "mnist":
         dataset = load_mnist(
+            resolution=resolution, split=split, data_dir=data_dir, download=download, verify=verify,
+            base_url=base_url, progress=progress,
+        )
+    elif key == "cifar10":
+        dataset = load_cifar10(
             resolution=resolution, split=split, data_dir=data_dir, download=download, verify=verify,
             base_url=base_url, progress=progress,
         )

@@ -26,7 +26,7 @@ from atelier.data import DataError, load_dataset
 from atelier.data.base import ConversionNote, Message, Option
 from atelier.data.resize import convert_channels, resize_square
 from atelier.metrics.c2st import classifier_two_sample_test
-from atelier.metrics.extractors import default_extractor, load_extractor
+from atelier.metrics.extractors import choose_extractor, load_extractor
 from atelier.metrics.frechet import feature_stats, frechet_distance
 from atelier.metrics.inception_score import inception_score
 from atelier.metrics.kid import kernel_inception_distance
@@ -56,7 +56,7 @@ class EvalConfig(Config):
     split: str = "test"  # real split compared against
     n: Annotated[int, at.Interval(ge=10, le=MAX_EVAL_N)] = 10000  # generated samples to draw, and the most real samples used
     seed: Seed = 0  # sampling, real subset, KID subsets, C2ST split
-    extractor: str | None = None  # default: mnist-cnn / digits-cnn for those datasets, else inception-v3
+    extractor: str | None = None  # default: mnist-cnn / digits-cnn / cifar10-cnn, a folder's fitted one, else inception-v3
     inception_weights: str | None = None
     resize: str | None = None  # inception-v3 resize mode (default tf-bilinear)
     verify_weights: bool = True  # check the InceptionV3 file's SHA-256 (off for deliberately other weights)
@@ -100,8 +100,10 @@ class EvalResult:
     def table(self) -> str:
         rows = [(k, v) for k, v in ((k, self.metrics.get(k)) for k in METRIC_KEYS) if v is not None]
         p = self.provenance
+        accuracy = p.get("classifier_test_accuracy")
         lines = [f"{p['n_fake']} generated vs {p['n_real']} real ({p['dataset']}:{p['split']}), "
-                 f"extractor {p['extractor']} ({p['extractor_sha256'][:12]})"]
+                 f"extractor {p['extractor']} ({p['extractor_sha256'][:12]}"
+                 + (f", held-out accuracy {accuracy:.4f})" if isinstance(accuracy, float) else ")")]
         lines += [f"  {k:20s} {v:12.5g}" for k, v in rows]
         return "\n".join(lines)
 
@@ -126,10 +128,13 @@ class Evaluator:
                                     ", e.g. 'mnist')"))
         self.cfg, self.progress, self.should_stop = cfg, progress, should_stop
         t0 = time.perf_counter()
+        # chosen first: a folder with no meaningful extractor is refused before its images are decoded
+        name = cfg.extractor or choose_extractor(cfg.data, data_dir=cfg.data_dir, resolution=resolution,
+                                                 inception_weights=cfg.inception_weights)
         self.real = load_dataset(cfg.data, resolution=resolution, split=cfg.split, data_dir=cfg.data_dir,
                                  channels=channels, progress=progress)
         check_stop(should_stop, "after loading the real data")
-        self.extractor = load_extractor(cfg.extractor or default_extractor(cfg.data), device=cfg.device,
+        self.extractor = load_extractor(name, device=cfg.device,
                                         data_dir=cfg.data_dir, inception_weights=cfg.inception_weights,
                                         resize=cfg.resize, verify=cfg.verify_weights, progress=progress)
         check_stop(should_stop, "after loading the extractor")

@@ -558,7 +558,7 @@ def load_audit_data(run_config: dict, *, resolution: int, channels: int, data: s
     spec = data or run_data.get("name")
     if not spec:
         raise DataError(Message("the model does not record the data it was trained on: say which with ",
-                                Option("data", "data="), " (digits | mnist | folder:PATH)"))
+                                Option("data", "data="), " (digits | mnist | cifar10 | folder:PATH)"))
     own = run_data.get("name") == spec
     data_dir = data_dir or (run_data.get("data_dir") if own else None)
     split = split or (run_data.get("split") if own else None) or "train"

@@ -68,7 +68,7 @@ def compute_reference(data: ImageDataset, extractor: FeatureExtractor, *, split:
 
     images = select_images(data, n, seed)
     meta = {
-        "dataset": data.name.split(":", 1)[0] if data.name.split(":", 1)[0] in ("mnist", "digits") else data.name,
+        "dataset": data.name.split(":", 1)[0] if data.name.split(":", 1)[0] in ("mnist", "digits", "cifar10") else data.name,
         "split": split, "n": int(images.shape[0]), "seed": seed,
         "resolution": int(images.shape[-1]), "channels": int(images.shape[1]),
         "extractor": extractor.name, "extractor_sha256": extractor.sha256, "resize": extractor.resize,

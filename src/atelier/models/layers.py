@@ -123,3 +123,74 @@ def start_size(resolution: int) -> tuple[int, int]:
         if size == start and n >= 1:
             return start, n
     raise ValueError(f"unsupported resolution {resolution}: use 4*2^k or 7*2^k (e.g. 28, 32, 64, 128)")
+
+
+# -- residual GAN blocks (SNGAN/BigGAN): class-conditional batch norm and fused resampling convs -------
+
+
+def embed_labels(weight: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Rows of an embedding table ``weight`` (K, D) for ``labels``: class indices (B,) give (B, D);
+    class weights (B, K) give the weighted sums of the rows (B, D), which mixes classes (class morphs)."""
+    if labels.dim() == 2:
+        return labels.to(weight.dtype) @ weight
+    return F.embedding(labels, weight)
+
+
+class ConditionalBatchNorm2d(nn.Module):
+    """Batch norm whose scale and shift are given per sample, as class-conditional batch norm needs
+    (de Vries et al. 2017; Miyato & Koyama 2018): normalise without a learned affine step, then
+    ``gain * x + bias`` with the caller's (B, C) gains and biases (e.g. rows of class embeddings). With
+    ``conditional=False`` it is plain ``nn.BatchNorm2d`` with its learned affine step.
+
+    (B, C, H, W), affine (gain (B, C), bias (B, C)) -> (B, C, H, W)."""
+
+    def __init__(self, channels: int, conditional: bool = True) -> None:
+        super().__init__()
+        self.conditional = conditional
+        self.bn = nn.BatchNorm2d(channels, affine=not conditional)
+
+    def forward(self, x: torch.Tensor, affine: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        h = self.bn(x)
+        if not self.conditional:
+            return h
+        if affine is None:
+            raise ValueError("this batch norm is class-conditional: pass its gains and biases")
+        gain, bias = affine
+        # cast to the activations' dtype (bf16 under autocast) so the product stays in it
+        return torch.addcmul(bias.to(h.dtype)[:, :, None, None], h, gain.to(h.dtype)[:, :, None, None])
+
+
+def _check_3x3(weight: torch.Tensor) -> None:
+    if weight.dim() != 4 or weight.shape[2:] != (3, 3):
+        raise ValueError(f"expected a 3x3 conv weight (O, I, 3, 3), got shape {tuple(weight.shape)}")
+
+
+def upsample_conv3x3(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """``conv2d(interpolate(x, scale_factor=2), weight, bias, padding=1)`` (nearest upsampling, then a
+    3x3 conv) computed as one stride-2 transposed conv with a 4x4 kernel: the same function, with
+    16/36 of the multiplications, since each output pixel's 3x3 window covers only 2x2 input pixels.
+    (B, I, H, W), weight (O, I, 3, 3) -> (B, O, 2H, 2W)."""
+    _check_3x3(weight)
+
+    def fold(w: torch.Tensor, dim: int) -> torch.Tensor:  # 3 taps -> the 4 of a stride-2 transposed conv
+        w0, w1, w2 = w.unbind(dim)
+        return torch.stack([w2, w1 + w2, w0 + w1, w0], dim)
+
+    kernel = fold(fold(weight, 2), 3).transpose(0, 1)  # (I, O, 4, 4), as conv_transpose2d takes it
+    return F.conv_transpose2d(x, kernel, bias, stride=2, padding=1)
+
+
+def conv3x3_avgpool(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """``avg_pool2d(conv2d(x, weight, bias, padding=1), 2)`` (a 3x3 conv, then 2x2 average pooling)
+    computed as one stride-2 conv with a 4x4 kernel (the 3x3 kernel convolved with the 2x2 box): the
+    same function, with 16/36 of the multiplications. (B, I, H, W), weight (O, I, 3, 3) -> (B, O, H/2, W/2)
+    for even H, W."""
+    _check_3x3(weight)
+    if x.shape[-1] % 2 or x.shape[-2] % 2:
+        raise ValueError(f"conv3x3_avgpool needs an even height and width, got input of shape {tuple(x.shape)}")
+
+    def fold(w: torch.Tensor, dim: int) -> torch.Tensor:
+        w0, w1, w2 = w.unbind(dim)
+        return torch.stack([w0, w0 + w1, w1 + w2, w2], dim) * 0.5
+
+    return F.conv2d(x, fold(fold(weight, 2), 3), bias, stride=2, padding=1)

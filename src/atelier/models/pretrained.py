@@ -29,7 +29,7 @@ import torch
 from atelier.config import environment, from_dict
 from atelier.data.base import DataError, Message, Option
 from atelier.device import check_device, ensure_fits, format_bytes
-from atelier.io import FileFormatError, atomic_write_json, load_json, load_tensors, save_tensors
+from atelier.io import FileFormatError, atomic_write_json, display_path, load_json, load_tensors, save_tensors
 from atelier.models.registry import built_size
 
 M = TypeVar("M", bound="PretrainedMixin")
@@ -91,7 +91,7 @@ def resolve_pretrained(path: str | Path) -> tuple[Path, dict[str, Any]]:
     """(checkpoint or model directory, its config.json) for a run dir, checkpoint dir or model dir."""
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"{path}: no such run, checkpoint or model directory")
+        raise FileNotFoundError(f"{display_path(path)}: no such run, checkpoint or model directory")
     ckpt = latest_checkpoint(path)
     if ckpt is None:
         raise FileNotFoundError(f"{path}: no model.safetensors here nor a checkpoint under {path}/checkpoints")

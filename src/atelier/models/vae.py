@@ -7,6 +7,13 @@ decoder maps a latent back to the parameters of p(x|z):
   (MNIST). With grey-level targets this is the summed binary cross-entropy of the classic VAE.
 - ``gaussian``: per-pixel means on the [-1, 1] scale with one standard deviation sigma, either
   fixed or learned (a single shared log sigma, the "optimal sigma" of Rybkin et al. 2021).
+- ``logistic_mixture``: a discretised mixture of ``mixture_components`` logistics per pixel over the
+  256 values of 8-bit data (Salimans et al. 2017; pixels independent given z, channels linearly
+  dependent within a pixel as in PixelCNN++): a true probability, so its test likelihood reads in
+  bits per dimension comparable with the colour-VAE literature (the ``vae-cifar`` preset).
+
+Images shown to users (samples, reconstructions) are the decoder's mean: the sigmoid of the logits,
+the Gaussian mean, or the logistic mixture's mean, all in [-1, 1].
 
 The prior is N(0, I), or the VampPrior (Tomczak & Welling 2018): an equal mixture of the encoder's
 posteriors for K learned pseudo-inputs, which closes the gap between prior and aggregate posterior
@@ -33,7 +40,7 @@ from atelier.models.latents import label_weights, normal_latents
 from atelier.models.layers import start_size
 from atelier.models.pretrained import PretrainedMixin
 from atelier.models.registry import register_model
-
+from atelier.objectives.logistic_mixture import logistic_mixture_mean, mixture_channels
 
 
 @dataclass
@@ -45,9 +52,11 @@ class VAEConfig(Config):
     max_width_mult: Annotated[int, at.Interval(ge=1, le=1024)] = 8
     hidden: Annotated[int, at.Interval(ge=0, le=2**16)] = 512  # fully connected layer between the conv stack and the latent (0: none)
     num_classes: Annotated[int, at.Interval(ge=0, le=10**6)] = 0  # 0: unconditional
-    likelihood: Literal["bernoulli", "gaussian"] = "bernoulli"  # bernoulli | gaussian
+    likelihood: Literal["bernoulli", "gaussian", "logistic_mixture"] = "bernoulli"  # bernoulli | gaussian |
+    # logistic_mixture (discretised, on 8-bit pixels: reports bits/dim)
+    mixture_components: Annotated[int, at.Interval(ge=1, le=64)] = 5  # logistic_mixture: components per pixel (1: a single logistic)
     learn_sigma: bool = True  # gaussian: learn the shared sigma (else it stays at ``sigma``)
-    sigma: Positive = 0.1  # gaussian: initial / fixed standard deviation on the [-1, 1] scale
+    sigma: Positive = 0.1  # gaussian: initial / fixed standard deviation on the [-1, 1] scale (logistic_mixture: initial one)
     beta: NonNegative = 1.0  # weight of the KL term (beta-VAE when > 1)
     kl_warmup_steps: Annotated[int, at.Interval(ge=0, le=10**9)] = 0  # KL weight ramps linearly from 0 to beta over these training steps
     binarize: bool = False  # bernoulli: train on stochastically binarised pixels (as in the NLL literature)
@@ -62,6 +71,12 @@ class VAEConfig(Config):
             raise ValueError("the VampPrior needs vamp_components >= 1 and an unconditional VAE")
         if self.binarize and self.likelihood != "bernoulli":
             raise ValueError("binarize needs the bernoulli likelihood")
+
+    def output_channels(self) -> int:
+        """The decoder's per-pixel parameters: one per channel, or the logistic mixture's."""
+        if self.likelihood == "logistic_mixture":
+            return mixture_channels(self.channels, self.mixture_components)
+        return self.channels
 
     def widths(self) -> list[int]:
         """Encoder channels per stage, largest feature map first: [w, 2w] at 28 px, [w, 2w, 4w, 8w] at 64."""
@@ -104,6 +119,22 @@ class Encoder(nn.Module):
         return mean, logvar.clamp(-30.0, 20.0)  # keeps exp(logvar) finite in low precision
 
 
+def mixture_head(c_in: int, cfg: VAEConfig) -> nn.Conv2d:
+    """(B, c_in, R, R) -> the logistic mixture's parameters (B, P, R, R) by a 1x1 convolution, whose biases
+    start the components' means spread evenly over [-1, 1] and their scales at ``cfg.sigma`` standard
+    deviations, rather than all means at 0 with scale 1 (a blur over the whole range): on CIFAR-10 the
+    first 25 steps then reach 7.7 bits/dim instead of 8.6, and the reconstruction's gradient is stronger
+    while the KL term would otherwise pull the early posterior onto the prior."""
+    head = nn.Conv2d(c_in, cfg.output_channels(), 1)
+    k, c = cfg.mixture_components, cfg.channels
+    with torch.no_grad():
+        head.bias.zero_()
+        centres = torch.linspace(-1, 1, k + 2)[1:-1] if k > 1 else torch.zeros(1)
+        head.bias[k : k + k * c] = centres.repeat_interleave(c)  # component-major, as split_params reads them
+        head.bias[k + k * c : k + 2 * k * c] = math.log(cfg.sigma * math.sqrt(3) / math.pi)  # logistic s = sd sqrt(3)/pi
+    return head
+
+
 class Decoder(nn.Module):
     def __init__(self, cfg: VAEConfig) -> None:
         super().__init__()
@@ -116,9 +147,14 @@ class Decoder(nn.Module):
         layers: list[nn.Module] = [nn.Linear(z_in, cfg.hidden), nn.SiLU(), nn.Linear(cfg.hidden, flat)] if cfg.hidden \
             else [nn.Linear(z_in, flat)]
         self.fc = nn.Sequential(*layers, nn.SiLU())
-        outs = widths[1:] + [cfg.channels]
-        # each stage doubles the size; the last one outputs the likelihood's per-pixel parameter
-        self.convs = nn.Sequential(*[_up(a, b, last=i == len(outs) - 1) for i, (a, b) in enumerate(zip(widths, outs))])
+        # each stage doubles the size; the last one outputs the likelihood's per-pixel parameter, or, for
+        # the logistic mixture's many parameters, features that a 1x1 convolution turns into them
+        mixture = cfg.likelihood == "logistic_mixture"
+        outs = widths[1:] + [widths[-1] if mixture else cfg.output_channels()]
+        stages = [_up(a, b, last=i == len(outs) - 1 and not mixture) for i, (a, b) in enumerate(zip(widths, outs))]
+        if mixture:
+            stages.append(mixture_head(widths[-1], cfg))
+        self.convs = nn.Sequential(*stages)
 
     def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         if self.num_classes:
@@ -183,13 +219,16 @@ class VAE(PretrainedMixin, nn.Module):
         return self.encoder(x, labels)
 
     def decode(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        """Latents (B, latent) -> the likelihood's per-pixel parameter (B, C, R, R): logits or means."""
+        """Latents (B, latent) -> the likelihood's per-pixel parameters (B, P, R, R): logits or means
+        (P = C), or the logistic mixture's parameters (P = ``config.output_channels()``)."""
         return self.decoder(z, labels)
 
     def to_image(self, params: torch.Tensor) -> torch.Tensor:
         """The mean of p(x|z) as an image in [-1, 1]."""
         if self.config.likelihood == "bernoulli":
             return torch.sigmoid(params.float()) * 2 - 1
+        if self.config.likelihood == "logistic_mixture":
+            return logistic_mixture_mean(params, self.config.channels)
         return params.float().clamp(-1.0, 1.0)
 
     @staticmethod
@@ -323,5 +362,19 @@ def vae(**kwargs) -> VAE:
 def beta_vae(**kwargs) -> VAE:
     """A beta-VAE for disentangling: beta 4, a 10-d latent, KL warm-up over 2,000 steps."""
     settings = dict(beta=4.0, latent_dim=10, kl_warmup_steps=2000)
+    settings.update(kwargs)
+    return VAE(VAEConfig(**settings))
+
+
+@register_model("vae-cifar")
+def vae_cifar(**kwargs) -> VAE:
+    """A colour VAE for 32 px RGB (CIFAR-10) scored in bits/dim: a discretised mixture of 5 logistics per
+    pixel, a 128-d latent straight from the conv features (no FC bottleneck), 32-64-128 channels.
+
+    Chosen by 2-minute runs on CIFAR-10 (2 shared cores, one thread, bf16): width 32 with 5 components
+    trains at ~200 images/s and reached 6.77 bits/dim, ahead of 10 components (6.90; 170 images/s) and
+    width 64 with 10 (7.03; ~60-110 images/s); longer budgets may favour the wider ones."""
+    settings = dict(resolution=32, channels=3, likelihood="logistic_mixture", mixture_components=5,
+                    latent_dim=128, width=32, hidden=0)
     settings.update(kwargs)
     return VAE(VAEConfig(**settings))

@@ -5,7 +5,10 @@
 
 L_1 is the ELBO, L_k never decreases with k and tends to log p(x); -L_k with large k is the
 negative log-likelihood estimate papers report. Every term is summed over pixels and channels
-(nats per image), computed in float32 whatever the autocast precision.
+(nats per image), computed in float32 whatever the autocast precision. The likelihoods p(x|z):
+``bernoulli`` (on [0, 1] intensities), ``gaussian`` (a density on the [-1, 1] scale) and
+``logistic_mixture`` (a probability of the 8-bit values, :mod:`atelier.objectives.logistic_mixture`);
+:func:`atelier.metrics.likelihood.bits_per_dim` puts them on one scale.
 """
 
 from __future__ import annotations
@@ -15,13 +18,16 @@ import math
 import torch
 import torch.nn.functional as F
 
+from atelier.objectives.logistic_mixture import logistic_mixture_log_prob
+
 LOG_2PI = math.log(2 * math.pi)
 
 
 def targets(x: torch.Tensor, likelihood: str, *, binarize: bool = False,
             generator: torch.Generator | None = None) -> torch.Tensor:
-    """What the likelihood scores: [0, 1] intensities (optionally binarised) for Bernoulli, x for Gaussian."""
-    if likelihood == "gaussian":
+    """What the likelihood scores: [0, 1] intensities (optionally binarised) for Bernoulli, x itself (on
+    the [-1, 1] scale) for the Gaussian and the logistic mixture."""
+    if likelihood in ("gaussian", "logistic_mixture"):
         return x.float()
     t = (x.float() + 1) / 2
     if binarize:
@@ -31,8 +37,12 @@ def targets(x: torch.Tensor, likelihood: str, *, binarize: bool = False,
 
 def log_likelihood(params: torch.Tensor, target: torch.Tensor, likelihood: str,
                    log_sigma: torch.Tensor | None = None) -> torch.Tensor:
-    """log p(x|z) summed over pixels: (B, ...) -> (B,)."""
+    """log p(x|z) summed over pixels: (B, ...) -> (B,). ``params`` has the target's shape, except for
+    the logistic mixture, whose (B, P, H, W) parameters are laid out as in
+    :mod:`atelier.objectives.logistic_mixture` (the target's channels and P give the components)."""
     params = params.float()
+    if likelihood == "logistic_mixture":
+        return logistic_mixture_log_prob(params, target).flatten(1).sum(1)
     if likelihood == "bernoulli":
         ll = -F.binary_cross_entropy_with_logits(params, target, reduction="none")
     elif likelihood == "gaussian":

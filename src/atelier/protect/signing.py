@@ -38,7 +38,7 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from atelier.io import FileFormatError, atomic_open, atomic_write_bytes
+from atelier.io import FileFormatError, atomic_open, atomic_write_bytes, display_path
 
 __all__ = [
     "FORMAT",
@@ -167,7 +167,7 @@ def generate_keypair(private_path: PathLike, public_path: PathLike | None = None
 
 def _read_small(path: Path, limit: int, what: str) -> bytes:
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no {what} file there")
+        raise FileNotFoundError(f"{display_path(path)}: no {what} file there")
     with open(path, "rb") as f:
         data = _read_at_most(f, limit)
     if len(data) > limit:

@@ -691,7 +691,7 @@ def _job_routes(app: FastAPI) -> None:
     @app.post("/v1/jobs", tags=["jobs"], status_code=202, **scoped("generate"))
     def submit(body: JobBody, who: Generator, s: StudioDep) -> dict:
         """Enqueue a long generation (params as for generate; n up to max_job_n; format png, zip or npz) or an
-        evaluation of a model (params: n, and data = digits | mnist for a model saved without its run's data)."""
+        evaluation of a model (params: n, and data = digits | mnist | cifar10 for a model saved without its run's data)."""
         model_for(s, who, body.model, "sample")
         p = dict(body.params)
         if body.kind == "generate":
@@ -707,8 +707,8 @@ def _job_routes(app: FastAPI) -> None:
             if isinstance(n, bool) or not isinstance(n, int) or not 10 <= n <= s.settings.max_job_n:
                 raise ApiError(422, "invalid", f"params.n must be an integer in 10..{s.settings.max_job_n}", "params.n")
             data = p.get("data")
-            if data not in (None, "digits", "mnist"):  # never a path on the server
-                raise ApiError(422, "invalid", "params.data is digits or mnist (default: the run's own data)",
+            if data not in (None, "digits", "mnist", "cifar10"):  # never a path on the server
+                raise ApiError(422, "invalid", "params.data is digits, mnist or cifar10 (default: the run's own data)",
                                "params.data")
             params = {"n": n, "seed": 0, "metrics": ["fid", "kid"], "data": data}
         job_id = s.jobs.submit(who.principal_id, body.kind, params, model=body.model)

@@ -22,7 +22,7 @@ Beta = Annotated[float, at.Interval(ge=0.0, lt=1.0)]  # an Adam beta
 class DataConfig(Config):
     """Which dataset to load (see :func:`atelier.data.load_dataset`)."""
 
-    name: str = "digits"  # digits | mnist | folder:PATH
+    name: str = "digits"  # digits | mnist | cifar10 | folder:PATH
     data_dir: str | None = None  # local files for the dataset (e.g. MNIST's IDX .gz files)
     resolution: Annotated[int, at.Interval(ge=4, le=4096)] = 28  # side of the square training images
     split: str = "train"  # the split trained on: train, test or all, or a slice of one such as train[:30000]

@@ -4,19 +4,46 @@ real data, log both, and keep the best checkpoint by FID beside the latest one.
 GAN training rarely improves monotonically; stopping at the last step can lose most of the quality
 reached earlier (REFERENCES.md: DCGAN on CIFAR-10 FID 48 at the best step, 137 at the end), so the
 best checkpoint is what ``atelier sample RUN/checkpoints/best`` should use.
+
+:func:`check_evaluation` is called before a run does any work: data whose features cannot mean anything
+(an unlabelled image folder with no fitted extractor and no InceptionV3 weights at hand) is refused
+then, not after ``eval_every`` steps of training.
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 
 from atelier.io import atomic_write_json
 
 BEST = "best"
+
+
+def check_evaluation(data: Any, train: Any) -> str | None:
+    """The extractor that evaluation during training (``train.eval_every``) will use on ``data`` (a
+    :class:`~atelier.train.DataConfig`), chosen now as :class:`atelier.metrics.Evaluator` will choose it;
+    None when the run does not evaluate. Raises the metrics code's DataError (which names both ways out:
+    fitting an extractor on the folder's classes, or supplying InceptionV3 weights) when no extractor
+    can mean anything for the data. Cheap: no image is decoded and no network is loaded or fitted."""
+    name = getattr(data, "name", None)
+    if not getattr(train, "eval_every", None) or not isinstance(name, str):
+        return None
+    from atelier.data import DataError
+    from atelier.data.base import Message
+    from atelier.metrics.extractors import choose_extractor
+
+    try:
+        return choose_extractor(name, data_dir=getattr(data, "data_dir", None),
+                                resolution=getattr(data, "resolution", None))
+    except DataError as exc:
+        message = getattr(exc, "message", None) or str(exc)
+        raise DataError(Message(f"cannot evaluate during training (every {train.eval_every} steps), so nothing was "
+                                "trained: ", message, " Or train without evaluation (leave out --eval-every / "
+                                "eval_every).")) from None
 
 
 class EvalHook:

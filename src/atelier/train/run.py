@@ -19,6 +19,7 @@ from atelier.models.registry import SMALLER, Family, create_model, get_family, m
 from atelier.train.checkpoint import prepare_run_dir, resumable_checkpoint
 from atelier.train.config import TrainConfig
 from atelier.train.distributed import DistContext
+from atelier.train.evaluation import check_evaluation
 from atelier.train.init_from import (
     InitFromNote,
     carried_record,
@@ -137,6 +138,7 @@ def train_model(
     device = resolve_device(train.device, dist.local_rank)
     train = replace(train, precision=resolve_precision(train.precision, device))  # record what ran
     step_cls = family.step_class
+    check_evaluation(data, train)  # eval_every on data no extractor can mean anything for: refused before any work
     try:
         setup = step_cls.setup_run(data, train, dict(model_kwargs or {}), conditional=bool(conditional), dist=dist,
                                    device=device, **(setup_options or {}))
@@ -194,8 +196,12 @@ def describe(result: TrainResult) -> str:
     if "test_neg_elbo_nats" in result.metrics:
         m = result.metrics
         text += f"\n{m['split']} negative ELBO {m['test_neg_elbo_nats']:.2f} nats/image"
+        if "test_neg_elbo_bpd" in m:
+            text += f" ({m['test_neg_elbo_bpd']:.3f} bits/dim)"
         if "test_iw_nll_nats" in m:
             text += f", importance-weighted NLL {m['test_iw_nll_nats']:.2f} (k={m['iw_k']}, {m['iw_n']} images)"
+            if "test_iw_nll_bpd" in m:
+                text += f" = {m['test_iw_nll_bpd']:.3f} bits/dim"
     if result.evaluations:
         last = result.evaluations[-1]
         text += (f"\nFID {last['fid']:.4g} at the last evaluation (step {last['step']}); best {last['best_fid']:.4g} "

@@ -410,6 +410,9 @@
 
   const modelNamed = (name) => state.models.find((m) => m.name === name);
 
+  // a class by its name (airplane, …) where the model's data named its classes, else by its index
+  const className = (m, i) => (m && m.class_names && m.class_names[i] !== undefined ? m.class_names[i] : String(i));
+
   function classOptions(select, names, withAll) {
     const options = names.map((n, i) => el("option", { value: String(i), text: `${i}: ${n}` }));
     if (withAll) options.unshift(el("option", { value: "", text: "all classes (mixed)" }));
@@ -480,7 +483,8 @@
       link.hidden = false;
       const ms = Math.round(performance.now() - started);
       status.textContent = `${name} · ${n} image${n > 1 ? "s" : ""} · seed ${seed}`
-        + `${label !== null ? ` · class ${label}` : ""}${truncation !== null ? ` · truncation ${truncation}` : ""} · ${ms} ms`;
+        + `${label !== null ? ` · class ${className(modelNamed(name), label)}` : ""}`
+        + `${truncation !== null ? ` · truncation ${truncation}` : ""} · ${ms} ms`;
     } catch (error) {
       if (isAbort(error) || seq !== gen.seq) return;
       img.classList.remove("stale");
@@ -559,7 +563,8 @@
       await Promise.all([showBlob($("#interp-gif"), gif), showBlob($("#interp-strip"), png)]);
       clearError(err);
       status.textContent = `${name} · ${body.steps} frames · ${body.method} · `
-        + (body.classes ? `class ${body.classes[0]} → ${body.classes[1]}, seed ${body.seed}`
+        + (body.classes ? `class ${className(modelNamed(name), body.classes[0])} → `
+          + `${className(modelNamed(name), body.classes[1])}, seed ${body.seed}`
           : `seed ${body.seeds[0]} → ${body.seeds[1]}`);
     } catch (error) {
       if (isAbort(error) || seq !== interp.seq) return;

@@ -72,7 +72,7 @@ def load_domains(data: UnpairedDataConfig, *, progress: bool = True) -> tuple[Im
         raise DataError("a translation run needs two domains: give domain_a and domain_b (--domain-a/--domain-b)")
     out = []
     for spec, channels in ((data.domain_a, data.channels_a), (data.domain_b, data.channels_b)):
-        spec = spec if ":" in spec or spec in ("mnist", "digits") else f"folder:{spec}"
+        spec = spec if ":" in spec or spec in ("mnist", "digits", "cifar10") else f"folder:{spec}"
         out.append(load_dataset(spec, resolution=data.resolution, split=data.split, data_dir=data.data_dir,
                                 channels=channels, strict=data.strict, verify=data.verify, progress=progress))
     return out[0], out[1]

@@ -150,9 +150,14 @@ class GANStep(GenerativeStep):
         model.discriminator.requires_grad_(True)
 
         ema_update(model.generator_ema, model.generator, ema_decay_at(step, cfg.ema_decay))
+        return self._logs(loss_d, loss_g.detach(), d_real, d_fake, p)
+
+    def _logs(self, loss_d: torch.Tensor, loss_g: torch.Tensor, d_real: torch.Tensor, d_fake: torch.Tensor,
+              p: float | None) -> dict[str, torch.Tensor]:
+        """A step's log values; ADA's strength ``p`` is then updated from this step's real logits."""
         logs = {
             "loss_d": loss_d.detach(),
-            "loss_g": loss_g.detach(),
+            "loss_g": loss_g,
             "d_real": d_real.detach().float().mean(),
             "d_fake": d_fake.detach().float().mean(),
             # ADA's overfitting heuristic, logged in every mode: near 1, D is sure of every training image

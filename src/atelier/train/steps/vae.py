@@ -11,6 +11,7 @@ import torch
 
 from atelier.data import DataError, load_dataset
 from atelier.io import atomic_write_json
+from atelier.metrics.likelihood import bits_per_dim, bits_per_dim_basis
 from atelier.models.ema import ema_decay_at
 from atelier.models.registry import Family, register_family
 from atelier.models.vae import VAE
@@ -24,7 +25,8 @@ from atelier.train.steps.base import GenerativeStep, make_adam, prepare
 @dataclass
 class VAETrainConfig(GenerativeTrainConfig):
     """VAE training: plain Adam (1e-3, beta1 0.9) on larger batches than a GAN's; the test split's
-    negative ELBO and importance-weighted NLL are measured at the end of the run."""
+    negative ELBO and importance-weighted NLL (nats per image, and bits/dim where the likelihood is a
+    probability of 8-bit values or a density) are measured at the end of the run."""
 
     batch_size: int = 128
     lr: float = 1e-3
@@ -46,6 +48,7 @@ class VAEStep(GenerativeStep):
         self.optimizers = {"vae": make_adam(params, cfg.lr, cfg.betas, device)}
         # Posterior noise (and binarisation) from a private generator, independent of the global RNG.
         self.rng = torch.Generator().manual_seed(cfg.seed + 1)
+        self.bpd_width = bits_per_dim_basis(model.config)  # (bin width or None, text), or None: no bits/dim
 
     def train_step(self, batch: Batch, step: int) -> dict[str, torch.Tensor]:
         model, mc = self.model, self.model.config
@@ -66,6 +69,8 @@ class VAEStep(GenerativeStep):
                 "kl": kl.detach().mean(), "beta": torch.tensor(beta)}
         if mc.likelihood == "gaussian":
             logs["sigma"] = model.log_sigma.detach().exp()
+        if self.bpd_width is not None:  # the training negative ELBO in bits/dim (see metrics.likelihood)
+            logs["bpd"] = bits_per_dim(logs["neg_elbo"], x[0].numel(), bin_width=self.bpd_width[0])
         return logs
 
     def finish(self, run_dir: Path, data: DataConfig, train: VAETrainConfig) -> dict[str, Any]:
@@ -73,8 +78,9 @@ class VAEStep(GenerativeStep):
 
 
 def held_out_metrics(model: VAE, data: DataConfig, train: VAETrainConfig, run_dir: Path) -> dict[str, Any]:
-    """The negative ELBO (and importance-weighted NLL) on the test split, else the training data;
-    written to ``run_dir/metrics.json``."""
+    """The negative ELBO (and importance-weighted NLL) on the test split, else the training data, in nats
+    per image and (for the Gaussian and logistic mixture likelihoods) bits/dim; written to
+    ``run_dir/metrics.json``."""
     from atelier.metrics.likelihood import vae_likelihood
 
     split = "test"
