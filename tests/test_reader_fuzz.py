@@ -1281,6 +1281,15 @@ def _nested_header_envelope(world: World, depth: int) -> bytes:
 INF_HEADER = {"cipher": "AES-256-GCM", "chunk_size": float("inf"), "content": "atelier-model-bundle/1",
               "file_id": "f", "plaintext_sha256": "0" * 64, "plaintext_size": 10}
 
+def _short_ed25519_pem() -> bytes:
+    """A well-formed PKCS#8 PEM for Ed25519 whose key is 31 bytes, not 32 (the slow fuzz run's find)."""
+    def tlv(tag: int, value: bytes) -> bytes:
+        return bytes([tag, len(value)]) + value
+
+    der = tlv(0x30, tlv(0x02, b"\x00") + tlv(0x30, tlv(0x06, b"\x2b\x65\x70")) + tlv(0x04, tlv(0x04, b"\x01" * 31)))
+    return b"-----BEGIN PRIVATE KEY-----\n" + base64.encodebytes(der) + b"-----END PRIVATE KEY-----\n"
+
+
 #: A 10x12 PNG whose broken IDAT is followed by bytes read as a 201 MB chunk length (the slow fuzz run's find).
 DAMAGED_PNG_CHUNK = (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00\n\x00\x00\x00\x0c\x08\x00\x00\x00\x00~\x00s|"
                      b"\x0c\x00\x00\x8fIDAT\x01\x16\x0c\x18\x00\x00$'(28<l\x7f\x82\x84\xa2\xaa\xe2\xeb\xf2\xfa")
@@ -1326,6 +1335,8 @@ REGRESSIONS = [
     Fixed("augment.AugmentConfig.from_file", "RecursionError: an alias inside itself",
           lambda w: SuffixedCase(".yaml", b"ops: [{name: blur, sigma: &s [*s]}]\n")),
     Fixed("images.decode_image", "PIL's UnidentifiedImageError escaped", lambda w: b"not an image"),
+    Fixed("signing.load_private_key", "cryptography's InternalError: a PKCS#8 Ed25519 key of 31 bytes",
+          lambda w: PrivateKeyCase(_short_ed25519_pem(), None)),
     Fixed("images.read_image", "192 MiB reserved: PIL reads a damaged PNG chunk by its declared length",
           lambda w: DAMAGED_PNG_CHUNK, memory=8 * MiB),
     Fixed("images.decode_image", "192 MiB reserved: PIL reads a damaged PNG chunk by its declared length",

@@ -34,7 +34,9 @@ from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 from typing import Any, Union
 
-from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+# InternalError: OpenSSL's own failure on a well-formed DER holding a key of the wrong length
+# ("key setup failed"), which the library does not map to ValueError (found by the reader fuzz)
+from cryptography.exceptions import InternalError, InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
@@ -186,7 +188,7 @@ def is_encrypted_private_key(path: PathLike) -> bool:
             serialization.load_ssh_private_key(data, password=None)
         except TypeError:  # "password-protected, but password was not given"
             return True
-        except (ValueError, UnsupportedAlgorithm):
+        except (ValueError, UnsupportedAlgorithm, InternalError):
             return False
     return False
 
@@ -211,7 +213,7 @@ def load_private_key(path: PathLike, passphrase: bytes | str | None = None) -> E
             key = serialization.load_ssh_private_key(data, password=secret)
         else:
             key = serialization.load_pem_private_key(data, password=secret)
-    except (TypeError, ValueError, UnsupportedAlgorithm) as exc:
+    except (TypeError, ValueError, UnsupportedAlgorithm, InternalError) as exc:
         # no library text in the message: it never holds key bytes, but it need not be shown either
         if openssh and isinstance(exc, TypeError):
             reason = ("the private key is encrypted; give its passphrase" if secret is None
@@ -237,7 +239,7 @@ def _public_from_text(data: bytes, origin: str) -> Ed25519PublicKey:
             key = serialization.load_pem_public_key(text)
         else:
             key = serialization.load_ssh_public_key(text)
-    except (ValueError, UnsupportedAlgorithm) as exc:
+    except (ValueError, UnsupportedAlgorithm, InternalError) as exc:
         raise SignatureError(f"{origin}: not an OpenSSH or PEM public key ({type(exc).__name__})") from None
     if not isinstance(key, Ed25519PublicKey):
         raise SignatureError(f"{origin}: a {type(key).__name__.lstrip('_')} key, not an Ed25519 public key")
