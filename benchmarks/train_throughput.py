@@ -1,10 +1,12 @@
-"""Training throughput of a GAN family's step: atelier's variants against a textbook eager baseline.
+"""Training throughput of a family's step (GANs, flow): atelier's variants against a textbook eager baseline.
 
     python benchmarks/train_throughput.py --model dcgan64 --batch-size 64 --json
     python benchmarks/train_throughput.py --model resnet-gan --resolution 32 --channels 3 --json
+    python benchmarks/train_throughput.py --model flow --batch-size 128 --json      # MNIST 28 px U-Net
 
 The baseline (``reference``) is the plain eager implementation of the same architecture and update:
 ``reference_dcgan.py`` for the DCGAN family, ``reference_resnet_gan.py`` (SNGAN) for the residual GAN,
+``reference_unet.py`` (the same U-Net and flow-matching step, written plainly) for the flow family,
 built with the widths, latent size, classes and ``n_dis`` of the atelier model it is compared with.
 
 Each variant runs in its own process (so peak memory is its own), warms up, then times several
@@ -79,7 +81,14 @@ def reference_step(family: str, cfg, batch_size: int, n_dis: int):
 
     sys.path.insert(0, str(Path(__file__).parent))
     torch.manual_seed(0)
-    if family == "resnet-gan":
+    if family == "flow":
+        from reference_unet import ReferenceFlow
+
+        if cfg.objective != "flow" or cfg.dropout:
+            raise SystemExit("the reference flow step is rectified flow without dropout")
+        ref = ReferenceFlow(channels=cfg.channels, width=cfg.width, mults=cfg.mults(), blocks=cfg.blocks_per_level,
+                            attention=cfg.attention, num_classes=cfg.num_classes)
+    elif family == "resnet-gan":
         from reference_resnet_gan import ReferenceResNetGAN
 
         if cfg.max_width_mult != 1 or cfg.d_extra_blocks != 2 or cfg.loss != "hinge":
@@ -124,7 +133,7 @@ def atelier_step(family, cfg, train_cfg, model_name: str, model_kwargs: dict, ba
 
     def one_step(i: int) -> None:
         logs = step.train_step(sampler(i), i)
-        float(logs["loss_d"])  # the trainer reads every loss (NaN guard)
+        float(next(iter(logs.values())))  # the trainer reads every loss (NaN guard)
 
     return one_step
 

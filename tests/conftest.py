@@ -127,6 +127,8 @@ def family_args(tmp_path_factory) -> Callable[[str], "list[str] | None"]:
                        "--d-width", "8", "--latent-dim", "8", "--n-dis", "2"],
         "vae": ["--data", "digits", "--batch-size", "8", "--width", "8", "--hidden", "0", "--latent-dim", "4",
                 "--iw-samples", "2", "--iw-images", "8"],
+        "flow": ["--data", "digits", "--batch-size", "8", "--width", "8", "--blocks-per-level", "1", "--levels", "2",
+                 "--sample-steps", "2"],
         "cyclegan": ["--domain-a", str(a), "--domain-b", str(b), "--resolution", "16", "--batch-size", "2",
                      "--g-width", "4", "--d-width", "4", "--n-blocks", "1"],
         "fast-style": ["--style", str(style), "--content-dir", str(photos), "--size", "32", "--batch-size", "2",

@@ -96,6 +96,10 @@ def test_sample_writes_an_rgb_grid_and_class_named_folders(run, tmp_path, capsys
     assert _image(one).mode == "RGB" and _image(one).size == (32, 32)
     assert main(["sample", str(run), "--n", "4", "--label", "8", "--out", str(tmp_path / "ships"), "--quiet"]) == 0
     assert [p.name for p in (tmp_path / "ships").iterdir()] == ["ship"]
+    assert main(["sample", str(run), "--n", "4", "--label", "truck", "--out", str(tmp_path / "trucks"), "--quiet"]) == 0
+    assert [p.name for p in (tmp_path / "trucks").iterdir()] == ["truck"]
+    assert main(["sample", str(run), "--n", "4", "--label", "unicorn", "--out", str(tmp_path / "no")]) == 2
+    assert "'unicorn' is not a class of this model" in capsys.readouterr().err
 
 
 def test_explore_interpolates_and_morphs_classes_by_name(run, tmp_path, capsys) -> None:

@@ -92,7 +92,7 @@ def world(tmp_path_factory, family_args) -> dict[str, Path]:
     (root / "text.json").write_text('{"not": "a model"')
     (root / "empty").mkdir()
     runs = {}
-    for family in ("gan", "vae", "cyclegan", "fast-style"):
+    for family in ("gan", "vae", "cyclegan", "fast-style", "flow"):
         out = root / f"run-{family}"
         assert main(["train", family, *family_args(family), "--out", str(out), "--steps", "2", "--no-progress",
                      "--no-tensorboard"]) == 0
@@ -114,6 +114,10 @@ def base_args(command: tuple[str, ...], world: dict[str, Path], out: Path, famil
                                     "--out", o + ".png"],
         ("explore", "reconstruct"): [str(w["run-vae"]), "--data", "digits", "--n", "4", "--out", o + ".png"],
         ("explore", "latent-map"): [str(w["run-vae"]), "--data", "digits", "--n", "20", "--out", o + ".png"],
+        ("explore", "edit"): [str(w["run-flow"]), "--image", str(w["image"]), "--strength", "0.5", "--steps", "1",
+                              "--out", o + ".png"],
+        ("explore", "inpaint"): [str(w["run-flow"]), "--image", str(w["image"]), "--box", "0,0,0.5,0.5", "--n", "1",
+                                 "--steps", "1", "--out", o + ".png"],
         ("explore", "novelty"): [str(w["run-gan"]), "--data", "digits", "--n", "8", "--k", "2", "--out", o + ".png"],
         ("evaluate",): [str(w["run-gan"]), "--n", "20", "--metrics", "fid", "--quiet", "--out", o],
         ("augment",): [str(w["images"]), "--copies", "1", "--no-progress", "-o", o],

@@ -443,6 +443,65 @@ def prepare_mnist(world: "World", workdir: Path, case: MnistCase) -> Path:
     return folder
 
 
+# -- CIFAR-10 binary batches and archives -------------------------------------------------------------------------
+
+CIFAR_RECORD = 1 + 3 * 32 * 32
+CIFAR_NAMES = ["cifar-10-batches-bin/test_batch.bin", "./cifar-10-batches-bin/test_batch.bin", "test_batch.bin",
+               "cifar-10-batches-bin/batches.meta.txt", "cifar-10-batches-bin/data_batch_1.bin",
+               "elsewhere/test_batch.bin", "cifar-10-batches-bin/", "../test_batch.bin"]
+
+
+@st.composite
+def built_cifar_batch(draw) -> bytes:
+    """0 to 4 records with labels in and out of range, the pixels of each a constant, maybe cut short."""
+    records = b"".join(bytes([draw(st.sampled_from([0, 3, 9, 10, 255]))]) + bytes([draw(st.integers(0, 255))])
+                       * (CIFAR_RECORD - 1) for _ in range(draw(st.integers(0, 4))))
+    return records[:len(records) - draw(st.sampled_from([0, 0, 1, CIFAR_RECORD - 1]))]
+
+
+def cifar_batch_inputs(world: "World") -> st.SearchStrategy[bytes]:
+    return any_bytes([world.cifar_batch], built_cifar_batch())
+
+
+def tar_bytes(members: list[tuple[str, bytes, bytes]], *, gz: bool) -> bytes:
+    """A tar (gzipped or not) of (name, data, tarfile type) members; links point at the first name."""
+    import tarfile
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz", compresslevel=1) if gz else tarfile.open(fileobj=buf, mode="w") as tar:
+        for name, data, kind in members:
+            info = tarfile.TarInfo(name)
+            info.type = kind
+            if kind == tarfile.REGTYPE:
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+            else:
+                info.linkname = members[0][0]
+                tar.addfile(info)
+    return buf.getvalue()
+
+
+@st.composite
+def built_cifar_archive(draw, world: "World") -> bytes:
+    """Archives with wanted and unwanted names, links and folders, repeats, odd class-name files, cut short."""
+    import tarfile
+
+    meta = st.sampled_from([b"airplane\nship\n", b"\xff\xfe\n", b"a" * 70_000, b"\n\n\n", b""])
+    members = []
+    for _ in range(draw(st.integers(0, 4))):
+        name = draw(st.sampled_from(CIFAR_NAMES))
+        data = draw(meta) if name.endswith(".txt") else draw(st.one_of(built_cifar_batch(), st.binary(max_size=64)))
+        kind = draw(st.sampled_from([tarfile.REGTYPE] * 4 + [tarfile.SYMTYPE, tarfile.LNKTYPE, tarfile.DIRTYPE]))
+        members.append((name, data, kind))
+    data = tar_bytes(members, gz=draw(st.booleans()))
+    return data[:len(data) - draw(st.sampled_from([0, 0, 1, 100, 600]))]
+
+
+def cifar_archive_inputs(world: "World") -> st.SearchStrategy[bytes]:
+    return st.one_of(any_bytes([world.cifar_archive], built_cifar_archive(world)),
+                     st.sampled_from(world.cifar_bombs))
+
+
 # -- safetensors, .pth, saved models ---------------------------------------------------------------------------
 
 DTYPES = ["F32", "F16", "BF16", "F64", "I64", "I32", "I16", "I8", "U8", "BOOL", "U64", "F8_E4M3", "Q99", "", 5]
@@ -993,6 +1052,14 @@ class World:
         self.idx_images = _idx(2051, (2, 5, 5), bytes(rng.integers(0, 256, 50, dtype=np.uint8)))
         self.idx_labels = _idx(2049, (2,), bytes([3, 7]))
         self.mnist_bomb = gzip.compress(self.idx_images + bytes(64 * MiB), 1)
+        self.cifar_batch = bytes([3]) + bytes(range(256)) * 12 + bytes([9]) + bytes(CIFAR_RECORD - 1)
+        self.cifar_archive = tar_bytes([("cifar-10-batches-bin/batches.meta.txt", b"airplane\n" * 10, b"0"),
+                                        ("cifar-10-batches-bin/test_batch.bin", self.cifar_batch, b"0")], gz=True)
+        # a full-size test batch of zeros (30 MB read, 10,000 images made), and 200 MiB of an unwanted member
+        self.cifar_bombs = [tar_bytes([("cifar-10-batches-bin/test_batch.bin", bytes(10_000 * CIFAR_RECORD), b"0")],
+                                      gz=True),
+                            tar_bytes([("cifar-10-batches-bin/junk", bytes(200 * MiB), b"0"),
+                                       ("cifar-10-batches-bin/test_batch.bin", self.cifar_batch, b"0")], gz=True)]
 
         save_tensors({"w": torch.arange(6.0).reshape(2, 3), "b": torch.ones(3, dtype=torch.float16),
                       "n": torch.tensor([1, 2], dtype=torch.int64)}, root / "seed.safetensors", metadata={"k": "v"})
@@ -1087,6 +1154,7 @@ def _readers() -> list[Reader]:
     from atelier.augment.pipeline import AugmentConfig
     from atelier.config import load_config_file
     from atelier.data.base import DataError
+    from atelier.data.cifar10 import load_cifar10, parse_batch
     from atelier.data.images import (MAX_PIXELS, clean_upload, decode_image, image_size, read_image, read_image_bytes,
                                      strict_pil)
     from atelier.data.mnist import load_mnist, parse_idx
@@ -1124,6 +1192,11 @@ def _readers() -> list[Reader]:
         Reader("mnist.load_mnist", mnist_inputs, prepare_mnist,
                lambda w, folder: load_mnist(data_dir=folder, split="test", verify=False, progress=False),
                (DataError, TooLargeError), memory=96 * MiB),
+        Reader("cifar10.parse_batch", cifar_batch_inputs, _same, lambda w, d: parse_batch(d, source="fuzz"),
+               (DataError,)),
+        Reader("cifar10.load_cifar10(archive)", cifar_archive_inputs, write_input("cifar-10-binary.tar.gz"),
+               lambda w, p: load_cifar10(data_dir=p, split="test", verify=False, download=False, progress=False),
+               (DataError, TooLargeError), memory=160 * MiB, ci_share=0.5),
         Reader("io.load_tensors", safetensors_inputs, write_input("t.safetensors"), lambda w, p: load_tensors(p),
                (FileFormatError,)),
         Reader("weights.read_state_dict", pth_inputs, write_input("w.pth"), lambda w, p: read_state_dict(p),

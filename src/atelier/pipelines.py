@@ -39,7 +39,8 @@ __all__ = ["MAX_SAMPLES", "NonFiniteWeightsError", "Pipeline", "SampleSet", "loa
 #: What each operation needs of a model, to name the fault when it is missing.
 _NEEDS = {"sample": "a generative model (e.g. a GAN or VAE)", "interpolate": "a generative model (e.g. a GAN or VAE)",
           "reconstruct": "a model with an encoder (e.g. a VAE)", "stylize": "a fast-style network",
-          "translate": "an image-to-image model (e.g. a CycleGAN)"}
+          "translate": "an image-to-image model (e.g. a CycleGAN)", "edit": "a flow model (atelier train flow)",
+          "inpaint": "a flow model (atelier train flow)"}
 
 
 def _as_model_input(images: torch.Tensor) -> torch.Tensor:
@@ -119,24 +120,27 @@ class Pipeline:
 
     # -- generation ---------------------------------------------------------------------------------
     def sample(self, n: int, *, seed: int = 0, label: int | None = None, truncation: float | None = None,
-               batch_size: int = 500, with_labels: bool = False) -> Any:
+               batch_size: int = 500, with_labels: bool = False, **options) -> Any:
         """``n`` samples as (n, C, H, W) uint8, reproducible from ``seed``; ``label`` fixes the class of a
         conditional model (otherwise classes cycle 0..K-1). ``with_labels``: (images, labels or None).
         All ``n`` are held in memory (``n`` <= :data:`MAX_SAMPLES`); :meth:`sample_batches` streams them.
-        Warns (``NonFiniteSamplesWarning``) when samples held NaN/inf pixels."""
+        Warns (``NonFiniteSamplesWarning``) when samples held NaN/inf pixels. ``options``: a flow model's
+        ``steps``, ``sampler`` and ``guidance`` (see :attr:`nfe` for what a draw cost)."""
         self._require("sample")
         with torch.no_grad():
-            drawn = sample_images(self.model, n, seed=seed, label=label, truncation=truncation, batch_size=batch_size)
+            drawn = sample_images(self.model, n, seed=seed, label=label, truncation=truncation, batch_size=batch_size,
+                                  **options)
         return (drawn.images, drawn.labels) if with_labels else drawn.images
 
     def sample_batches(self, n: int, *, seed: int = 0, label: int | None = None, truncation: float | None = None,
-                       batch_size: int = 500) -> Iterator[SampleSet]:
+                       batch_size: int = 500, **options) -> Iterator[SampleSet]:
         """The samples of :meth:`sample` (the same images for the same arguments), as :class:`SampleSet`
         batches of ``batch_size`` drawn one at a time: memory bounded by a batch whatever ``n``. Each
         batch counts its images that held NaN/inf pixels (``nonfinite``). Arguments are checked at
         once, before any batch is drawn."""
         self._require("sample")
-        batches = iter_samples(self.model, n, seed=seed, label=label, truncation=truncation, batch_size=batch_size)
+        batches = iter_samples(self.model, n, seed=seed, label=label, truncation=truncation, batch_size=batch_size,
+                               **options)
 
         def drawn() -> Iterator[SampleSet]:
             while True:
@@ -168,7 +172,44 @@ class Pipeline:
                                              truncation=truncation)
         return frames if frames.dtype == torch.uint8 else to_uint8(frames)
 
+    @property
+    def nfe(self) -> int | None:
+        """Network evaluations per image of the latest sampling, editing or inpainting call of a flow
+        model (None for a model that samples in one pass)."""
+        return getattr(self.model, "last_nfe", None)
+
     # -- images in ---------------------------------------------------------------------------------
+    def edit(self, images: torch.Tensor, *, strength: float = 0.6, labels: Any = None, seed: int = 0,
+             **options) -> torch.Tensor:
+        """A flow model's edit of uint8 or [-1, 1] images (a sketch, a photo): noised to time ``strength``
+        (0 keeps them, 1 ignores them), then solved back; uint8 out. ``labels``: a class (name or index)
+        or one per image, for a conditional model. ``options``: steps, sampler, guidance."""
+        self._require("edit")
+        images = _as_model_input(images)
+        with torch.no_grad():
+            out = self.model.edit(images, strength, self._image_labels(labels, len(images)),
+                                  generator=torch.Generator().manual_seed(seed), **options)
+        return to_uint8(out)
+
+    def inpaint(self, images: torch.Tensor, mask: torch.Tensor, *, labels: Any = None, seed: int = 0,
+                **options) -> torch.Tensor:
+        """A flow model's fill of the region where ``mask`` ((N or 1, 1, H, W), 1 = fill) is set; the other
+        pixels are returned as given. uint8 out."""
+        self._require("inpaint")
+        images = _as_model_input(images)
+        with torch.no_grad():
+            out = self.model.inpaint(images, mask, self._image_labels(labels, len(images)),
+                                     generator=torch.Generator().manual_seed(seed), **options)
+        return to_uint8(out)
+
+    def _image_labels(self, labels: Any, n: int) -> torch.Tensor | None:
+        """None, one class (name or index) for all ``n`` images, or one per image, as indices."""
+        if labels is None:
+            return None
+        if isinstance(labels, (str, int)) and not isinstance(labels, bool):
+            return torch.full((n,), self.class_index(labels), dtype=torch.long)
+        return torch.tensor([self.class_index(v) for v in labels], dtype=torch.long)
+
     def reconstruct(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         """VAE reconstructions (posterior means decoded) of uint8 or [-1, 1] images, as uint8."""
         self._require("reconstruct")

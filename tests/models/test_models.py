@@ -426,7 +426,7 @@ def test_from_pretrained_rejects_another_family(tmp_path: Path) -> None:
         GAN.from_pretrained(out)
     with pytest.raises(ValueError, match="VAEConfig field"):  # a GAN's config is no VAE's
         load_pretrained(out)
-    config["model"]["family"] = "flow"
+    config["model"]["family"] = "hypernetwork"
     (out / "config.json").write_text(json.dumps(config))
-    with pytest.raises(ValueError, match="unknown model family 'flow'"):
+    with pytest.raises(ValueError, match="unknown model family 'hypernetwork'"):
         load_pretrained(out)

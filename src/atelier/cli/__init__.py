@@ -26,14 +26,20 @@ def _cmd_sample(args) -> int:
     # Ctrl-C / SIGTERM stop between batches, with nothing written (the output appears whole at the end)
     with warnings_to_stderr(NonFiniteWeightsWarning, NonFiniteSamplesWarning), stop_on_signals() as stop:
         pipe = Pipeline.load(args.run_dir, allow_nonfinite=args.allow_nonfinite, key=model_key(args))
-        batches = pipe.sample_batches(args.n, seed=args.seed, label=args.label, truncation=args.truncation)
+        if args.label is not None:
+            args.label = pipe.class_index(args.label, "--label")
+        options = {"steps": args.steps, "sampler": args.sampler, "guidance": args.guidance}
+        batches = pipe.sample_batches(args.n, seed=args.seed, label=args.label, truncation=args.truncation, **options)
         from atelier.data.provenance import Provenance, weights_sha256
 
         # what each PNG says of its making: the model's family and weights' hash, the seed and settings;
         # never the run's path, which may name the user
         made = Provenance.from_mapping({"operation": "sample", "model_family": pipe.family, "seed": args.seed,
                                         "n": args.n, "label": args.label, "truncation": args.truncation,
-                                        "weights_sha256": weights_sha256(pipe.path)})
+                                        "weights_sha256": weights_sha256(pipe.path),
+                                        **{k: v for k, v in options.items() if v is not None},
+                                        **({"nfe": pipe.model.planned_nfe(**options)}
+                                           if hasattr(pipe.model, "planned_nfe") else {})})
         try:
             path = write_samples(batches, args.out, args.n, class_names=pipe.class_names, overwrite=args.overwrite,
                                  allow_nonfinite=args.allow_nonfinite, progress=not args.quiet, should_stop=stop,
@@ -41,7 +47,7 @@ def _cmd_sample(args) -> int:
         except Stopped as exc:
             print(f"stopped by {stop.name} ({exc.where})", file=sys.stderr)
             return stop.exit_code
-    print(f"wrote {args.n} samples to {path}")
+    print(f"wrote {args.n} samples to {path}" + (f" ({pipe.nfe} network evaluations per sample)" if pipe.nfe else ""))
     if stop.requested:
         print(f"{stop.name} came as the last samples were written; {path} is complete", file=sys.stderr)
     return stop.exit_code
@@ -192,9 +198,17 @@ def build_parser() -> argparse.ArgumentParser:
                         "uint8, labels; streamed) or a folder (one PNG per sample, a sub-folder per class of a "
                         "conditional model; streamed)")
     s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--label", type=int, default=None, help="class to draw (conditional models)")
+    s.add_argument("--label", default=None, help="class to draw, by name (e.g. airplane) or index (conditional "
+                   "models; default: every class in turn)")
     s.add_argument("--truncation", type=float, default=None,
                    help="draw latents from the normal truncated to +-T (T a finite number above 0)")
+    s.add_argument("--steps", type=int, default=None,
+                   help="flow models: solver steps (default: the model's; the network evaluations per sample are "
+                        "printed)")
+    s.add_argument("--sampler", default=None, help="flow models: euler | heun | dpm++2m | ab2 (default: the model's)")
+    s.add_argument("--guidance", type=float, default=None,
+                   help="flow models, conditional: classifier-free guidance w (0 unconditional, 1 conditional, "
+                        "above 1 stronger; default: the model's)")
     s.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
     s.add_argument("--allow-nonfinite", action="store_true",
                    help="sample from a model whose weights hold NaN/Inf and write samples holding NaN/Inf (as "

@@ -64,7 +64,7 @@ def _load_model(args):
 
     with warnings_to_stderr(NonFiniteWeightsWarning):
         pipe = Pipeline.load(args.run, allow_nonfinite=args.allow_nonfinite, key=model_key(args))
-    args.class_names = pipe.class_names
+    args.class_names, args.pipeline = pipe.class_names, pipe
     if getattr(args, "label", None) is not None:
         args.label = pipe.class_index(args.label, "--label")
     if getattr(args, "classes", None) is not None:
@@ -421,4 +421,8 @@ def add_explore_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--truncation", type=float, default=None,
                    help="draw latents from the normal truncated to +-T (T > 0)")
     p.set_defaults(func=_cmd_novelty)
+
+    from atelier.cli.flow_tools import add_flow_tools
+
+    add_flow_tools(sub, _common, _load_model, _png_out)
     return e

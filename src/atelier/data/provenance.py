@@ -94,6 +94,8 @@ class Provenance:
     truncation: float | None = None
     steps: int | None = None
     guidance: float | None = None
+    sampler: str | None = None  # a flow model's ODE solver
+    nfe: int | None = None  # network evaluations per image
     strength: float | None = None
     method: str | None = None
     direction: str | None = None

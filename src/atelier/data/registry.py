@@ -16,6 +16,8 @@ from atelier.data.resize import check_resolution, convert_channels
 
 #: The spec forms ``load_dataset`` understands, for help texts.
 SPECS = ("digits", "mnist", "cifar10", "folder:PATH")
+#: The side a dataset is stored at: load_dataset's default resolution (28 for anything not named here).
+NATIVE_RESOLUTION = {"digits": 28, "mnist": 28, "cifar10": 32}
 SPLITS = ("train", "test", "all")
 #: A split with an optional slice of it: ``train``, ``train[:30000]``, ``test[5000:]``, ``all[100:200]``.
 _SLICED = re.compile(r"(train|test|all)(?:\[(\d{0,9}):(\d{0,9})\])?")
@@ -50,7 +52,7 @@ def split_slice(dataset: ImageDataset, split: str, start: int | None, stop: int 
 def load_dataset(
     spec: str,
     *,
-    resolution: int = 28,
+    resolution: int | None = None,
     split: str = "train",
     data_dir: str | os.PathLike | None = None,
     channels: int | None = None,
@@ -67,7 +69,8 @@ def load_dataset(
         spec: "digits" (sklearn, offline), "mnist" (IDX files; cached download), "cifar10" (the official
             binary archive; cached download) or "folder:PATH" (a bare path to an existing folder also
             works; "folder" alone uses ``data_dir``).
-        resolution: side of the square output images.
+        resolution: side of the square output images; None: the dataset's own (28 for digits and mnist,
+            32 for cifar10, 28 for a folder).
         split: "train", "test" or "all" (train then test). A plain folder has only one split:
             "train" and "all" are the whole folder; "test" needs train/ and test/ sub-folders. A slice
             of a split by image index, in its stored order: "train[:30000]", "train[30000:]",
@@ -84,6 +87,9 @@ def load_dataset(
         progress: show progress bars.
         max_pixels: folder: refuse images declaring more pixels than this (decompression bombs).
     """
+    text = os.fspath(spec).strip() if isinstance(spec, (str, os.PathLike)) else ""
+    if resolution is None:
+        resolution = NATIVE_RESOLUTION.get(text.lower(), 28)
     check_resolution(resolution)
     whole = split
     split, start, stop = parse_split(split)

@@ -49,15 +49,29 @@ def nonfinite_message(count: int, n: int) -> str:
             f"the model's weights or its computation are broken")
 
 
+def check_options(model, options: dict) -> dict:
+    """The sampling options given (not None) that ``model`` takes (its ``sampling_options``: a flow
+    model's steps, sampler and guidance); ValueError naming any it does not."""
+    given = {k: v for k, v in options.items() if v is not None}
+    unknown = sorted(set(given) - set(getattr(model, "sampling_options", ())))
+    if unknown:
+        kind = getattr(model, "family", type(model).__name__)
+        raise ValueError(f"{', '.join(unknown)} applies to flow models; this is a {kind} model, which samples in "
+                         "one pass")
+    return given
+
+
 def iter_samples(
     model, n: int, *, seed: int = 0, label: int | None = None, truncation: float | None = None,
-    batch_size: int = 500,
+    batch_size: int = 500, **options,
 ) -> Iterator[SampleSet]:
     """``n`` samples from ``model`` (anything with ``sample(n, labels=, generator=, truncation=)``), in
     batches of ``batch_size``, reproducible from ``seed``. ``label`` fixes the class of a conditional
     model; otherwise the classes cycle 0, 1, ..., K-1 so every class is shown. Every argument is
-    checked before the first batch is drawn."""
+    checked before the first batch is drawn. ``options``: a flow model's ``steps``, ``sampler`` and
+    ``guidance`` (None: the model's default)."""
     n = check_sample_count(n)
+    options = check_options(model, options)
     seed = check_value(seed, Seed, "seed")
     truncation = check_truncation(truncation)
     if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
@@ -69,29 +83,30 @@ def iter_samples(
     k = model.config.num_classes if conditional else 0
     if label is not None and not 0 <= label < k:
         raise ValueError(f"labels must lie in 0..{k - 1}, got {label}")
-    return _batches(model, n, seed, label, k, truncation, batch_size)
+    return _batches(model, n, seed, label, k, truncation, batch_size, options)
 
 
-def _batches(model, n, seed, label, k, truncation, batch_size) -> Iterator[SampleSet]:
+def _batches(model, n, seed, label, k, truncation, batch_size, options) -> Iterator[SampleSet]:
     generator = torch.Generator().manual_seed(seed)
     for i in range(0, n, batch_size):
         m = min(batch_size, n - i)
         labels = None
         if k:
             labels = torch.full((m,), label, dtype=torch.long) if label is not None else torch.arange(i, i + m) % k
-        floats = model.sample(m, labels=labels, generator=generator, truncation=truncation)
+        floats = model.sample(m, labels=labels, generator=generator, truncation=truncation, **options)
         bad = int((~torch.isfinite(floats.detach())).flatten(1).any(1).sum())
         yield SampleSet(to_uint8(floats), labels, bad)
 
 
 def sample_images(
     model, n: int, *, seed: int = 0, label: int | None = None, truncation: float | None = None,
-    batch_size: int = 500,
+    batch_size: int = 500, **options,
 ) -> SampleSet:
     """All of :func:`iter_samples` in one :class:`SampleSet` (n images in memory: use
     :func:`iter_samples` to stream many). Warns (:class:`NonFiniteSamplesWarning`) when some samples
     held NaN or +-inf."""
-    parts = list(iter_samples(model, n, seed=seed, label=label, truncation=truncation, batch_size=batch_size))
+    parts = list(iter_samples(model, n, seed=seed, label=label, truncation=truncation, batch_size=batch_size,
+                              **options))
     labels = torch.cat([p.labels for p in parts]) if parts[0].labels is not None else None
     nonfinite = sum(p.nonfinite for p in parts)
     if nonfinite:
