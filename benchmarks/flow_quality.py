@@ -22,17 +22,19 @@ draw the samples, and images per second. Prints a table, or one JSON object with
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import time
 from pathlib import Path
 
 import torch
 
-from atelier.data import to_uint8
 from atelier.metrics import METRIC_KEYS, EvalConfig, Evaluator
 from atelier.models.pretrained import load_pretrained
+from atelier.models.sampling import sample_images
+from gan_quality import class_view  # this folder's: the classifier's confidence and label agreement
 
-COLUMNS = ("nfe", "fid", "kid_mean", "precision", "recall", "cpu_s", "wall_s", "images_per_s")
+COLUMNS = ("nfe", "fid", "kid_mean", "precision", "recall", "label_agreement", "cpu_s", "wall_s", "images_per_s")
 
 
 def _ints(text: str) -> list[int]:
@@ -66,20 +68,13 @@ def settings_for(model, nfe_list: list[int], samplers: list[str], guidances: lis
 
 def draw(model, n: int, seed: int, options: dict, batch_size: int = 500) -> tuple[torch.Tensor, torch.Tensor | None, dict]:
     """``n`` samples (uint8) with classes cycling for a conditional model, and the cost of drawing them."""
-    g = torch.Generator().manual_seed(seed)
-    images, labels = [], []
     cpu0, wall0 = time.process_time(), time.perf_counter()
     with torch.no_grad():
-        for i in range(0, n, batch_size):
-            m = min(batch_size, n - i)
-            lab = (torch.arange(i, i + m) % model.config.num_classes) if getattr(model, "conditional", False) else None
-            images.append(to_uint8(model.sample(m, labels=lab, generator=g, **options)))
-            if lab is not None:
-                labels.append(lab)
+        drawn = sample_images(model, n, seed=seed, batch_size=batch_size, **options)
     cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
     cost = {"cpu_s": cpu, "wall_s": wall, "images_per_s": n / wall,
             "nfe": getattr(model, "last_nfe", 1) or 1}
-    return torch.cat(images), (torch.cat(labels) if labels else None), cost
+    return drawn.images, drawn.labels, cost
 
 
 def main() -> None:
@@ -92,6 +87,8 @@ def main() -> None:
     p.add_argument("--samplers", type=lambda t: [s.strip() for s in t.split(",") if s.strip()],
                    default=["euler", "heun", "dpm++2m", "ab2"])
     p.add_argument("--guidance", type=_floats, default=[1.0, 2.0], help="conditional flow models: w values")
+    p.add_argument("--precision", type=lambda t: [s.strip() for s in t.split(",") if s.strip()], default=[None],
+                   help="flow models: the network's arithmetic when sampling, e.g. fp32,bf16 (default: the model's)")
     p.add_argument("--n", type=int, default=10000)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true")
@@ -109,11 +106,16 @@ def main() -> None:
     rows = [{"run": "train_vs_test (floor)", **{k: floor.metrics.get(k) for k in METRIC_KEYS}}]
     for run, model in models.items():
         model.eval()
-        for options in settings_for(model, args.nfe, args.samplers, args.guidance):
+        flow = getattr(model, "family", "") == "flow"
+        settings = settings_for(model, args.nfe, args.samplers, args.guidance)
+        for precision, options in itertools.product(args.precision if flow else [None], settings):
+            if precision is not None:
+                model.config.sample_precision = precision
             images, labels, cost = draw(model, args.n, args.seed, options)
             r = ev.evaluate(images, source=run)
-            rows.append({"run": run, "family": model.family, **options, **cost,
-                         **{k: r.metrics.get(k) for k in METRIC_KEYS}})
+            rows.append({"run": run, "family": model.family, "n": args.n, **options,
+                         **({"sample_precision": model.config.sample_precision} if flow else {}), **cost,
+                         **{k: r.metrics.get(k) for k in METRIC_KEYS}, **class_view(ev, images, labels)})
             if not args.json:
                 last = rows[-1]
                 print(f"{run[-28:]:28s} {json.dumps(options):48s}" + "".join(

@@ -194,14 +194,15 @@ def test_the_demo_page_on_cifar10(tmp_path, monkeypatch) -> None:
 
     monkeypatch.setenv("ATELIER_HOME", str(tmp_path / "home"))
     tree = make_cifar_tree(tmp_path / "cifar10", {"train": 13, "test": 1})  # 130 images: one VAE batch
-    page = run_demo(tmp_path / "demo", data="cifar10", data_dir=str(tree), steps=30, vae_steps=20, progress=False,
-                    style=False)
+    page = run_demo(tmp_path / "demo", data="cifar10", data_dir=str(tree), steps=30, vae_steps=20, flow_steps=10,
+                    progress=False, style=False)
     html = page.read_text()
     assert "airplane, automobile, bird" in html and "airplane -&gt; automobile" in html  # names, not 0..9
     assert "digit" not in html.split("CycleGAN")[0].replace("digits", "")  # no digit wording for photos
     assert "cifar10-cnn features" in html and "bits/dim" in html and "in colour" in html
     for name in ("samples.png", "per_class.png", "gan_class_morph.png", "evaluation/nearest.png",
-                 "vae_reconstructions.png", "vae_traversal.png", "vae_interpolation.png", "vae_samples.png"):
+                 "vae_reconstructions.png", "vae_traversal.png", "vae_interpolation.png", "vae_samples.png",
+                 "flow_guidance.png", "flow_edit.png", "flow_inpaint.png"):
         image = _image(tmp_path / "demo" / name)
         assert image.mode == "RGB", name
     per_class = _image(tmp_path / "demo" / "per_class.png")

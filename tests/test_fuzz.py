@@ -118,6 +118,8 @@ def base_args(command: tuple[str, ...], world: dict[str, Path], out: Path, famil
                               "--out", o + ".png"],
         ("explore", "inpaint"): [str(w["run-flow"]), "--image", str(w["image"]), "--box", "0,0,0.5,0.5", "--n", "1",
                                  "--steps", "1", "--out", o + ".png"],
+        ("reflow",): [str(w["run-flow"]), "--pairs", "4", "--teacher-steps", "1", "--steps", "1", "--batch-size", "2",
+                      "--quiet", "--out", o],
         ("explore", "novelty"): [str(w["run-gan"]), "--data", "digits", "--n", "8", "--k", "2", "--out", o + ".png"],
         ("evaluate",): [str(w["run-gan"]), "--n", "20", "--metrics", "fid", "--quiet", "--out", o],
         ("augment",): [str(w["images"]), "--copies", "1", "--no-progress", "-o", o],
@@ -215,6 +217,7 @@ class _Reached(Exception):
 
 
 def run_cli(argv: list[str], monkeypatch: pytest.MonkeyPatch) -> tuple[int, str]:
+    import atelier.train.reflow as reflow_module
     from atelier.train.trainer import Trainer
 
     def fit(self, *args, **kwargs):
@@ -223,6 +226,7 @@ def run_cli(argv: list[str], monkeypatch: pytest.MonkeyPatch) -> tuple[int, str]
     err = io.StringIO()
     with monkeypatch.context() as m:
         m.setattr(Trainer, "fit", fit)  # everything before the first step runs for real
+        m.setattr(reflow_module, "draw_pairs", fit)  # reflow: every check, then no teacher sampling
         m.setenv("ATELIER_MEMORY_LIMIT", "2G")
         with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()), time_bound(CASE_SECONDS):
             try:

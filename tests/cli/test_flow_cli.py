@@ -109,3 +109,27 @@ def test_pipeline_edit_and_inpaint(runs) -> None:
         pipe.edit(images, strength=0.5, labels="unicorn")
     frames = pipe.interpolate(classes=(1, 7), steps=4)
     assert frames.shape == (4, 1, 28, 28)
+
+
+def test_reflow_writes_a_student_that_samples_in_two_steps(runs, tmp_path, capsys) -> None:
+    out = tmp_path / "student"
+    assert main(["reflow", str(runs["cflow"]), "--out", str(out), "--pairs", "16", "--teacher-steps", "2",
+                 "--steps", "3", "--batch-size", "8", "--guidance", "2", "--quiet"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["steps"] == 3 and report["student"] == "euler, 2 steps"
+    saved = json.loads((out / "reflow.json").read_text())
+    assert saved["config"]["guidance"] == 2.0 and saved["config"]["pairs"] == 16
+    pipe = Pipeline.load(out)
+    images = pipe.sample(10, seed=0)
+    assert images.shape == (10, 1, 28, 28) and pipe.nfe == 2  # guidance is baked in: one pass a step
+    # an existing folder is kept unless --overwrite; a GAN is refused by name
+    assert main(["reflow", str(runs["cflow"]), "--out", str(out), "--pairs", "4", "--steps", "1", "--quiet"]) == 2
+    assert "--overwrite" in capsys.readouterr().err and (out / "reflow.json").is_file()
+    assert main(["reflow", str(runs["gan"]), "--out", str(tmp_path / "x"), "--pairs", "4", "--steps", "1",
+                 "--quiet"]) == 2
+    assert "needs a flow model" in capsys.readouterr().err and not (tmp_path / "x").exists()
+
+
+def test_a_traversal_of_a_flow_model_is_refused_by_name(runs, tmp_path, capsys) -> None:
+    assert main(["explore", "traverse", str(runs["flow"]), "--out", str(tmp_path / "t.png")]) == 2
+    assert "has none" in capsys.readouterr().err and not (tmp_path / "t.png").exists()

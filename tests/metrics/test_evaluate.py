@@ -232,7 +232,7 @@ def test_training_evaluates_and_keeps_the_best_checkpoint(digits_home, tmp_path)
 def test_demo_trains_evaluates_and_writes_its_page(digits_home, tmp_path) -> None:
     from atelier.demo import run_demo
 
-    page = run_demo(tmp_path / "demo", steps=30, vae_steps=20, progress=False, style_quick=True)
+    page = run_demo(tmp_path / "demo", steps=30, vae_steps=20, flow_steps=10, progress=False, style_quick=True)
     html = page.read_text()
     assert "FID" in html and "evaluation/index.html" in html
     metrics = json.loads((tmp_path / "demo" / "evaluation" / "metrics.json").read_text())
@@ -240,9 +240,11 @@ def test_demo_trains_evaluates_and_writes_its_page(digits_home, tmp_path) -> Non
     assert "negative ELBO" in html and "vae_traversal.png" in html
     for name in ("samples.png", "per_class.png", "loss_curve.png", "evaluation/nearest.png", "gan_class_morph.png",
                  "vae_reconstructions.png", "vae_traversal.png", "vae_interpolation.png", "vae_interpolation.gif",
-                 "vae_samples.png", "style_gatys.png", "style_gatys.gif", "style_fast.png", "cyclegan.png"):
+                 "vae_samples.png", "style_gatys.png", "style_gatys.gif", "style_fast.png", "cyclegan.png",
+                 "flow_guidance.png", "flow_edit.png", "flow_inpaint.png"):
         assert (tmp_path / "demo" / name).is_file()
     assert "RANDOM" in html  # offline, the style demos say they ran on the random feature fallback
+    assert "network evaluations per image" in html and "sketch" in html
     assert "CycleGAN" in html and "Fast style" in html
 
 

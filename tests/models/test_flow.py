@@ -18,8 +18,9 @@ from atelier.signals import Stopped
 
 
 def tiny(**kw) -> FlowModel:
+    """A small flow model sampling in fp32, so that the tests below can compare exact arithmetic."""
     torch.manual_seed(0)
-    return create_model("flow", width=8, blocks_per_level=1, levels=2, **kw)
+    return create_model("flow", width=8, blocks_per_level=1, levels=2, **{"sample_precision": "fp32", **kw})
 
 
 # -- the path and the loss ----------------------------------------------------------------------------------
@@ -185,6 +186,22 @@ def test_guidance_zero_is_the_unconditional_model_and_w_extrapolates() -> None:
         tiny().sample(2, steps=2, guidance=2.0)
 
 
+def test_bf16_sampling_stays_close_to_fp32() -> None:
+    from atelier.device import cpu_has_native_bf16
+
+    model = perturbed(tiny(num_classes=3))
+    assert model.config.sample_precision == "fp32" and create_model("flow").config.sample_precision == "auto"
+    g = lambda: torch.Generator().manual_seed(3)  # noqa: E731
+    exact = model.sample(6, generator=g(), steps=4, guidance=2.0)
+    model.config.sample_precision = "bf16"
+    rough = model.sample(6, generator=g(), steps=4, guidance=2.0)
+    assert rough.dtype == torch.float32 and not torch.equal(rough, exact)  # bf16 ran, the result is fp32
+    assert (rough - exact).abs().mean() < 0.02  # bf16's 8-bit mantissa, not a different sample
+    model.config.sample_precision = "auto"
+    auto = model.sample(6, generator=g(), steps=4, guidance=2.0)
+    assert torch.equal(auto, rough if cpu_has_native_bf16() else exact)
+
+
 def test_class_weights_morph_between_classes() -> None:
     model = perturbed(tiny(num_classes=3))
     z = model.sample_latents(1, generator=torch.Generator().manual_seed(0)).expand(2, -1)
@@ -291,3 +308,57 @@ def test_short_run_beats_an_untrained_model(tmp_path) -> None:
     assert scores["trained"][0] < 0.3 * scores["untrained"][0]
     assert scores["trained"][1] > 0.5 > 0.2 > scores["untrained"][1]
     assert math.isfinite(history[-1]["grad_norm"])
+
+
+def _bimodal_teacher(steps: int = 300) -> FlowModel:
+    """A tiny flow model trained on two images (all +0.6 or all -0.6, 4x4 grey): its paths from noise
+    curve, so one Euler step lands near the mean 0, between the two."""
+    torch.manual_seed(0)
+    model = FlowModel(FlowConfig(resolution=4, channels=1, width=8, levels=1, blocks_per_level=1,
+                                 attention=False))
+    opt = torch.optim.Adam(model.net.parameters(), lr=3e-3)
+    g = torch.Generator().manual_seed(1)
+    for _ in range(steps):
+        x = 0.6 * torch.sign(torch.randn(64, 1, 1, 1, generator=g)).expand(64, 1, 4, 4)
+        z, t = torch.randn(64, 1, 4, 4, generator=g), torch.rand(64, generator=g)
+        loss = flow_matching_loss(model.net(flow_interpolant(x, z, t), t), x, z).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.net_ema.load_state_dict(model.net.state_dict())
+    return model.eval()
+
+
+def test_reflow_makes_one_step_land_where_the_teacher_goes() -> None:
+    from atelier.train.reflow import ReflowConfig, reflow
+
+    teacher = _bimodal_teacher()
+    cfg = ReflowConfig(pairs=512, teacher_steps=32, teacher_sampler="heun", steps=300, batch_size=64, lr=2e-3,
+                       precision="fp32", ema_decay=0.0)
+    before = {k: v.clone() for k, v in teacher.state_dict().items()}
+    result = reflow(teacher, cfg, progress=False)
+    assert all(torch.equal(before[k], v) for k, v in teacher.state_dict().items())  # the teacher is untouched
+    student = result.student
+    assert student.config.sampler == "euler" and student.config.sample_steps == 2 and result.steps == 300
+    z = torch.randn(256, 16, generator=torch.Generator().manual_seed(7))
+    target = teacher.generate(z, steps=64, sampler="heun")  # where the teacher's flow takes each noise
+    assert (target.mean(dim=(1, 2, 3)).abs() > 0.4).float().mean() > 0.9  # it learned the two modes
+    one_step_teacher = (teacher.generate(z, steps=1, sampler="euler") - target).pow(2).mean()
+    one_step_student = (student.generate(z, steps=1, sampler="euler") - target).pow(2).mean()
+    assert one_step_student < 0.25 * one_step_teacher, (one_step_student, one_step_teacher)
+    assert result.history and result.history[-1]["loss"] < result.history[0]["loss"]
+
+
+def test_reflow_refuses_the_ddpm_peer_and_a_diverging_loss() -> None:
+    from atelier.train.reflow import ReflowConfig, reflow
+
+    peer = create_model("ddpm", width=8, levels=1, resolution=4, blocks_per_level=1, attention=False)
+    with pytest.raises(ValueError, match="ddpm"):
+        reflow(peer, ReflowConfig(pairs=4, steps=1), progress=False)
+    model = FlowModel(FlowConfig(resolution=4, channels=1, width=8, levels=1, blocks_per_level=1, attention=False))
+    with torch.no_grad():
+        model.net_ema.conv_out.weight.fill_(float("nan"))
+    from atelier.train import TrainingDiverged
+
+    with pytest.raises(TrainingDiverged, match="step 1"):
+        reflow(model, ReflowConfig(pairs=8, teacher_steps=1, steps=5, batch_size=4, precision="fp32"), progress=False)

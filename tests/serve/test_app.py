@@ -37,6 +37,7 @@ def models(tmp_path_factory) -> Path:
         "cyclegan": create_model("cyclegan", resolution=16, channels_a=1, channels_b=3, g_width=4, d_width=4,
                                  n_blocks=1),
         "style": create_model("transformer-net", width=4, n_res_blocks=1),
+        "flow": create_model("flow", width=8, levels=2, num_classes=10, sample_steps=2, sampler="euler"),
     }
     for name, model in made.items():
         model.save_pretrained(root / name)
@@ -296,6 +297,74 @@ def test_uploads_reconstruct_stylize_translate_and_bad_images(studio) -> None:
     Image.new("L", (6000, 5000)).save(buf, format="PNG")  # 30 Mpx declared: refused before decoding
     bomb = c.post("/v1/models/style/stylize", files={"image": ("big.png", buf.getvalue(), "image/png")}, headers=h)
     assert bomb.status_code == 413 and "pixels" in bomb.json()["error"]["message"]
+
+
+def _tiles(data: bytes, count: int, side: int) -> list[np.ndarray]:
+    """The ``count`` tiles of one row of a grid PNG (padding 2, scaled as grid_png scales), at ``side`` px."""
+    from PIL import Image
+
+    scale = max(1, 64 // side)
+    grid = np.array(Image.open(io.BytesIO(data)))[::scale, ::scale]
+    assert grid.shape[1] == count * (side + 2) + 2
+    return [grid[2:2 + side, 2 + k * (side + 2):2 + k * (side + 2) + side] for k in range(count)]
+
+
+def test_flow_edit_and_inpaint_routes(studio) -> None:
+    c, tokens, db, app = studio
+    h = bearer(tokens, "alice")
+    image = png(c, tokens, model="flow")  # a 28 px grey sample
+    upload = {"image": ("x.png", image, "image/png")}
+    r = c.post("/v1/models/flow/edit", files=upload, data={"strength": "0", "steps": "2"}, headers=h)
+    assert r.status_code == 200 and r.content[:4] == b"\x89PNG"
+    before, after = _tiles(r.content, 2, 28)
+    assert np.array_equal(before, after)  # strength 0 returns the input
+    r = c.post("/v1/models/flow/edit", files=upload, data={"strength": "0.9", "label": "3"}, headers=h)
+    before, after = _tiles(r.content, 2, 28)
+    assert r.status_code == 200 and not np.array_equal(before, after)
+
+    r = c.post("/v1/models/flow/inpaint", files=upload, data={"box": "0,0,0.5,0.5", "n": "3"}, headers=h)
+    assert r.status_code == 200, r.text
+    holed, *fills = _tiles(r.content, 4, 28)
+    assert (holed[:14, :14] == 128).all()
+    for fill in fills:  # outside the hole every pixel is the input's
+        assert np.array_equal(fill[14:], holed[14:]) and np.array_equal(fill[:, 14:], holed[:, 14:])
+    assert not np.array_equal(fills[0], fills[1])  # successive seeds
+    from PIL import Image
+
+    buf = io.BytesIO()
+    mask = np.zeros((28, 28), np.uint8)
+    mask[20:, 20:] = 255
+    Image.fromarray(mask).save(buf, format="PNG")
+    r = c.post("/v1/models/flow/inpaint", files=upload | {"mask": ("m.png", buf.getvalue(), "image/png")},
+               data={"n": "1"}, headers=h)
+    holed, fill = _tiles(r.content, 2, 28)
+    assert r.status_code == 200 and (holed[20:, 20:] == 128).all() and np.array_equal(fill[:20], holed[:20])
+
+    def refused(route, status, field, **data):
+        r = c.post(f"/v1/models/{route}", files=upload, data=data, headers=h)
+        assert r.status_code == status, r.text
+        if field:
+            assert r.json()["error"]["field"] == field
+        return r.json()["error"]["message"]
+
+    assert "x0,y0,x1,y1" in refused("flow/inpaint", 422, "box", box="0.5,0.5,0.2,0.9")
+    assert "four" in refused("flow/inpaint", 422, "box", box="a,b")
+    refused("flow/inpaint", 413, "n", n="33")
+    refused("flow/edit", 413, "steps", steps="65")
+    refused("flow/edit", 422, None, sampler="rk45")
+    refused("flow/edit", 422, "label", label="10")
+    assert "cannot edit" in refused("gan/edit", 422, "model")
+    assert "cannot inpaint" in refused("vae/inpaint", 422, "model")
+    r = c.post("/v1/models/flow/inpaint", files=upload | {"mask": ("m.png", _black(), "image/png")}, headers=h)
+    assert r.status_code == 422 and "empty" in r.json()["error"]["message"]
+
+
+def _black() -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("L", (28, 28)).save(buf, format="PNG")
+    return buf.getvalue()
 
 
 def test_errors_never_show_a_stack_trace(studio) -> None:

@@ -27,7 +27,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 #: schemathesis's own response checks: not a 5xx, and conformance of status, media type, body and headers
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance,
           response_headers_conformance]
-MODELS = ["cgan", "vae", "style", "nope"]
+MODELS = ["cgan", "vae", "style", "flow", "nope"]
 
 
 @pytest.fixture(scope="module")
@@ -37,6 +37,8 @@ def fuzzed(tmp_path_factory):
     create_model("dcgan", g_width=8, d_width=8, latent_dim=8, num_classes=10).save_pretrained(root / "models" / "cgan")
     create_model("vae", width=8, hidden=0, latent_dim=4).save_pretrained(root / "models" / "vae")
     create_model("transformer-net", width=4, n_res_blocks=1).save_pretrained(root / "models" / "style")
+    create_model("flow", width=4, levels=1, blocks_per_level=1, attention=False, resolution=8,
+                 sample_steps=1).save_pretrained(root / "models" / "flow")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("ATELIER_HOME", str(root / "home"))
         # no job workers: queued jobs (a Gatys job of 500 steps at 1024 px, say) are recorded, never run.

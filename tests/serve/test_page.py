@@ -61,7 +61,8 @@ def studio(tmp_path_factory, browser):  # browser first: skip (or fail in CI) be
         models = {"cgan": create_model("dcgan", g_width=8, d_width=8, latent_dim=8, num_classes=10),
                   "gan": create_model("dcgan", g_width=8, d_width=8, latent_dim=8),
                   "vae": create_model("vae", width=8, hidden=0, latent_dim=4),
-                  "style": create_model("transformer-net", width=4, n_res_blocks=1)}
+                  "style": create_model("transformer-net", width=4, n_res_blocks=1),
+                  "flow": create_model("flow", width=8, levels=2, sample_steps=2, sampler="euler")}
         for name, model in models.items():
             model.save_pretrained(root / "models" / name)
         cfg = ServeConfig(models=(str(root / "models"),), db=str(root / "db.sqlite"), workers=1)
@@ -276,6 +277,25 @@ def test_interpolate_stylise_reconstruct_and_a_gatys_job(page, studio):
     assert page.locator("#recon-latent li").count() == 4  # latent_dim=4
     assert page.evaluate("document.querySelector('#recon-image').naturalWidth") > 0
     assert page.locator("#translate-none").is_visible()  # no CycleGAN served
+
+    # a flow model's edit of an upload and fills of a hole; a malformed box is explained, not crashed on
+    assert page.locator("#edit-model option").all_inner_texts() == ["flow (flow)"]
+    page.locator("#edit-file").set_input_files(_png(28, 28, (255, 255, 255)))
+    page.locator("#edit-steps").fill("2")
+    page.locator("#edit-run").click()
+    page.wait_for_function(loaded, arg="#edit-result")
+    page.locator("#inpaint-file").set_input_files(_png(28, 28, (90, 90, 90)))
+    page.locator("#inpaint-box").fill("0.9,0.9,0.1,0.1")
+    page.locator("#inpaint-run").click()
+    page.locator("#inpaint-error").wait_for()
+    assert "x0,y0,x1,y1" in page.locator("#inpaint-error").inner_text()
+    page.locator("#inpaint-box").fill("0,0,0.5,1")
+    page.locator("#inpaint-n").fill("2")
+    page.locator("#inpaint-run").click()
+    page.wait_for_function(loaded, arg="#inpaint-result")
+    assert page.locator("#inpaint-error").is_hidden()
+    width = page.evaluate("document.querySelector('#inpaint-result').naturalWidth")
+    assert width == 2 * (3 * (28 + 2) + 2)  # the holed input and two fills, 2 px gaps, drawn at 2x
 
     # Gatys as a job: progress over server-sent events, then the result from the job's files
     page.locator("#gatys-content").set_input_files(_png(64, 64, (20, 120, 200)))

@@ -56,7 +56,7 @@ def _cmd_sample(args) -> int:
 def _cmd_demo(args) -> int:
     from atelier.demo import run_demo
 
-    steps = {k: getattr(args, k) for k in ("steps", "vae_steps") if getattr(args, k) is not None}
+    steps = {k: getattr(args, k) for k in ("steps", "vae_steps", "flow_steps") if getattr(args, k) is not None}
     page = run_demo(args.out, data=args.data, data_dir=args.data_dir, minutes=args.minutes, seed=args.seed, **steps)
     print(f"demo page: {page.resolve()}")
     return 0
@@ -217,13 +217,15 @@ def build_parser() -> argparse.ArgumentParser:
     add_model_key_flags(s)
     s.set_defaults(func=_cmd_sample)
 
-    d = sub.add_parser("demo", help="train a small conditional GAN on the bundled digits and show it")
+    d = sub.add_parser("demo", help="train a small conditional GAN, VAE and flow model on the bundled digits and "
+                       "show them")
     d.add_argument("--out", default="atelier-demo")
     d.add_argument("--data", default="digits", help="what the GAN and VAE learn: digits | mnist | cifar10 | "
                    "folder:PATH (class folders under train/ and test/; default: the bundled digits)")
     d.add_argument("--data-dir", default=None, help="local files for --data (e.g. CIFAR-10's archive or image tree)")
     d.add_argument("--steps", type=int, default=None, help="GAN training steps (default: 3000, about 75 s on 2 cores)")
     d.add_argument("--vae-steps", type=int, default=None, help="VAE training steps (default: 1500, about 30 s)")
+    d.add_argument("--flow-steps", type=int, default=None, help="flow model training steps (default: 600, about 90 s)")
     d.add_argument("--minutes", type=float, default=4.0, help="wall-clock cap on training")
     d.add_argument("--seed", type=int, default=0)
     d.set_defaults(func=_cmd_demo)
@@ -232,6 +234,9 @@ def build_parser() -> argparse.ArgumentParser:
     from atelier.cli.explore import add_explore_parser
 
     add_explore_parser(sub)
+    from atelier.cli.reflow import add_reflow_parser
+
+    add_reflow_parser(sub)  # reflow (flow models: 1-2-step sampling)
     from atelier.cli.augment import add_augment_parser
 
     add_augment_parser(sub)  # augment (classic pipelines, generative augmentation)

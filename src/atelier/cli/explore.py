@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from atelier.cli.errors import warnings_to_stderr
-from atelier.cli.limits import check_float, check_int
+from atelier.cli.limits import check_float, check_int, comma_list
 from atelier.cli.protect import add_model_key_flags
 from atelier.creative.latent import MAX_SEEDS, MAX_STEPS
 from atelier.creative.latent_map import MAX_TSNE_POINTS
@@ -34,15 +34,7 @@ MAX_FRAME_MS = 60_000
 
 
 # -- shared helpers ---------------------------------------------------------------------------
-def _ints(text: str) -> list[int]:
-    """"0,1, 2" -> [0, 1, 2] (for argparse)."""
-    try:
-        values = [int(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
-    if not values:
-        raise argparse.ArgumentTypeError("expected at least one integer")
-    return values
+_ints = comma_list(int, "integers")
 
 
 def _png_out(out: str, default_name: str) -> Path:

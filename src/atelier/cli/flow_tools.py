@@ -18,27 +18,20 @@ from pathlib import Path
 
 import torch
 
-from atelier.cli.limits import check_float, check_int
+from atelier.cli.limits import check_float, check_int, comma_list
+from atelier.creative.masks import box_mask, show_hole, upload_mask
 from atelier.report.grid import MAX_GRID_IMAGES
 
 #: Input images one command takes at most (each a row of the grid).
 MAX_IMAGES = 64
 
 
-def _fractions(text: str) -> list[float]:
-    try:
-        values = [float(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
-    if not values:
-        raise argparse.ArgumentTypeError("expected at least one number")
-    return values
+_fractions = comma_list(float, "numbers")
 
 
 def load_images(paths: list[str], resolution: int, channels: int) -> torch.Tensor:
     """Image files -> uint8 (N, channels, R, R), each centre-cropped and resized to the model's side."""
-    from atelier.data.images import decode_image, strict_pil
-    from atelier.data.resize import convert_channels
+    from atelier.data.images import model_input
 
     if not 1 <= len(paths) <= MAX_IMAGES:
         raise ValueError(f"--image: give 1 to {MAX_IMAGES} images, got {len(paths)}")
@@ -47,22 +40,8 @@ def load_images(paths: list[str], resolution: int, channels: int) -> torch.Tenso
         p = Path(path).expanduser()
         if not p.is_file():
             raise FileNotFoundError(f"--image: no such file: {p}")
-        with strict_pil():
-            array = torch.from_numpy(decode_image(p, resolution).copy())
-        image = array[None] if array.dim() == 2 else array.permute(2, 0, 1)
-        out.append(convert_channels(image[None], channels))
-    return torch.cat(out)
-
-
-def box_mask(box: list[float], resolution: int) -> torch.Tensor:
-    """``x0,y0,x1,y1`` as fractions of the side in [0, 1] -> mask (1, 1, R, R), 1 inside the box."""
-    if len(box) != 4 or not all(0.0 <= v <= 1.0 for v in box) or box[0] >= box[2] or box[1] >= box[3]:
-        raise ValueError(f"--box: expected x0,y0,x1,y1 with 0 <= x0 < x1 <= 1 and 0 <= y0 < y1 <= 1 (fractions "
-                         f"of the side), got {','.join(map(str, box))}")
-    x0, y0, x1, y1 = (round(v * resolution) for v in box)
-    mask = torch.zeros(1, 1, resolution, resolution)
-    mask[..., y0:max(y1, y0 + 1), x0:max(x1, x0 + 1)] = 1.0
-    return mask
+        out.append(model_input(p, resolution, channels))
+    return torch.stack(out)
 
 
 def _options(args) -> dict:
@@ -100,14 +79,9 @@ def _cmd_inpaint(load_model, png_out, args) -> int:
     pipe = args.pipeline
     r = model.config.resolution
     images = load_images(args.image, r, model.config.channels)
-    if args.mask is not None:
-        mask = (load_images([args.mask], r, 1).float() / 255 > 0.5).float()
-    else:
-        mask = box_mask(args.box, r)
-    if not mask.any():
-        raise ValueError("the mask is empty: nothing to fill (white pixels of --mask, or a --box, mark the hole)")
+    mask = upload_mask(load_images([args.mask], r, 1)) if args.mask is not None else box_mask(args.box, r)
     fills = [pipe.inpaint(images, mask, labels=args.label, seed=args.seed + i, **_options(args)) for i in range(args.n)]
-    holed = torch.where(mask.bool().expand_as(images), torch.full_like(images, 128), images)
+    holed = show_hole(images, mask)
     grid = torch.stack([holed, *fills], dim=1).flatten(0, 1)
     out = png_out(args.out, "inpaint.png")
     save_grid(grid, out, nrow=args.n + 1)

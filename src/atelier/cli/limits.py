@@ -15,6 +15,23 @@ import annotated_types as at
 
 from atelier.config import check_value
 
+
+def comma_list(kind: type, what: str):
+    """An argparse ``type`` for "0,1, 2" -> [0, 1, 2] of ``kind`` (int or float); ``what`` names the
+    items in the error ("integers", "numbers")."""
+    import argparse
+
+    def parse(text: str) -> list:
+        try:
+            values = [kind(x) for x in text.split(",") if x.strip()]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected comma-separated {what}, got {text!r}") from None
+        if not values:
+            raise argparse.ArgumentTypeError(f"expected at least one of the {what}")
+        return values
+
+    return parse
+
 __all__ = ["check_float", "check_int"]
 
 # The checks are the config validation layer's (atelier.config.check_value), so a flag and a config field

@@ -89,7 +89,10 @@ def traverse(model, *, dims=None, values=None, base=None, base_image=None, label
         info: ``values`` (columns,), ``base`` (D,), ``latents`` (rows * columns, D) and, when
         ranked by KL, ``kl_per_dim`` (D,) and ``kl_order`` (all dims, highest KL first)).
     """
-    d = model.config.latent_dim
+    d = getattr(model.config, "latent_dim", None)
+    if d is None:
+        raise ValueError(f"a traversal sweeps the dimensions of a latent vector; a {getattr(model, 'family', '?')} "
+                         "model has none (a flow model's noise is an image: use interpolation or edit instead)")
     if isinstance(max_rows, bool) or not isinstance(max_rows, int) or max_rows < 1:
         raise ValueError(f"max_rows must be a positive integer, got {max_rows!r}")
     values = torch.as_tensor(DEFAULT_VALUES if values is None else values, dtype=torch.float32).reshape(-1)

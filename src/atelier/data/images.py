@@ -139,6 +139,19 @@ def _fit_square(im: Image.Image, resolution: int) -> Image.Image:
     return im.resize((resolution, resolution), Image.Resampling.LANCZOS, box=box, reducing_gap=3.0)
 
 
+def model_input(source, resolution: int, channels: int, *, max_pixels: int | None = MAX_PIXELS) -> torch.Tensor:
+    """One image (a path or a binary file object) as a model's input: uint8 (channels, R, R), centre-cropped
+    and resized to the side ``resolution``, grey <-> colour converted (BT.601 luma). Raises as
+    :func:`decode_image` does (inside :func:`strict_pil`)."""
+    from atelier.data.resize import convert_channels
+
+    with strict_pil():
+        array = decode_image(source, resolution, max_pixels=max_pixels)
+    image = torch.from_numpy(np.array(array))  # a writable copy
+    image = image[None] if image.dim() == 2 else image.permute(2, 0, 1)
+    return convert_channels(image[None], channels)[0]
+
+
 def decode_image(path: Path, resolution: int, *, max_pixels: int | None = MAX_PIXELS) -> np.ndarray:
     """One image file -> uint8 (R, R) grey or (R, R, 3) RGB. Raises :class:`DataError` on anything
     unreadable (its message starts "not a readable image" and names PIL's error), :class:`TooManyPixels`

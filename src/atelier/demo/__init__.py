@@ -1,5 +1,6 @@
-"""``atelier demo``: train a small conditional GAN and a small VAE on the bundled digits (or on other data:
-MNIST, CIFAR-10, a labelled image folder), evaluate and explore them, and show everything on one page.
+"""``atelier demo``: train a small conditional GAN, a small VAE and a small conditional flow model on the
+bundled digits (or on other data: MNIST, CIFAR-10, a labelled image folder), evaluate and explore them,
+and show everything on one page.
 
 On colour data (CIFAR-10, a colour folder) the models are trained at 32x32 RGB, the VAE with a
 discretised logistic mixture likelihood (so its test likelihood reads in bits/dim), the evaluation uses
@@ -17,6 +18,7 @@ import torch
 from atelier.creative import interpolate_classes, interpolate_images, reconstruction_grid, traverse
 from atelier.creative.sampling import save_samples
 from atelier.models.sampling import sample_images
+from atelier.demo.flow import FLOW_STEPS, flow_part
 from atelier.demo.style import style_part
 from atelier.data import load_dataset
 from atelier.metrics import EvalConfig, evaluate_images
@@ -160,8 +162,9 @@ def _vae_part(out: Path, data: DemoData, steps: int, minutes: float | None, seed
 
 
 def run_demo(out: str | Path = "atelier-demo", *, data: str = "digits", data_dir: str | None = None,
-             steps: int = DEMO_STEPS, vae_steps: int = VAE_STEPS, minutes: float | None = 4.0, seed: int = 0,
-             progress: bool = True, style: bool = True, style_quick: bool = False) -> Path:
+             steps: int = DEMO_STEPS, vae_steps: int = VAE_STEPS, flow_steps: int = FLOW_STEPS,
+             minutes: float | None = 4.0, seed: int = 0, progress: bool = True, style: bool = True,
+             style_quick: bool = False, flow: bool = True) -> Path:
     """Train, evaluate, explore, and write ``out/index.html``; returns the page's path.
 
     ``data``: the dataset the GAN and VAE learn (digits, mnist, cifar10, folder:PATH of class folders with
@@ -170,6 +173,7 @@ def run_demo(out: str | Path = "atelier-demo", *, data: str = "digits", data_dir
     chosen = _demo_data(data, data_dir)
     gan_facts, gan_figures = _gan_part(out, chosen, steps, minutes, seed, progress)
     vae_facts, vae_figures = _vae_part(out, chosen, vae_steps, minutes, seed, progress)
+    flow_facts, flow_figures = flow_part(out, chosen, flow_steps, minutes, seed, progress) if flow else ({}, [])
     style_facts, style_figures = ({}, []) if not style else style_part(out, seed=seed, progress=progress,
                                                                         minutes=minutes, quick=style_quick)
     if data == "digits":
@@ -184,10 +188,13 @@ def run_demo(out: str | Path = "atelier-demo", *, data: str = "digits", data_dir
         title="Atelier demo: generate, explore and transfer style, offline",
         intro=("A small class-conditional DCGAN (batch norm, a projection discriminator, the non-saturating loss, "
                f"an EMA of the generator for sampling) and a small convolutional VAE ({likelihood}), both "
-               f"trained from scratch on {trained_on}, then evaluated and explored. "
+               f"trained from scratch on {trained_on}, then evaluated and explored; then a small class-conditional "
+               "flow-matching model (a U-Net) on the same data, with guidance, sketch-to-image editing and "
+               "inpainting. "
                "Then style transfer on the photos bundled with scikit-image (Gatys optimisation and a fast "
                "feed-forward network) and a CycleGAN that learns plain -> bold digits from unpaired examples."),
         facts={**gan_facts, "GAN run directory": str(out / "gan-run"), **vae_facts,
-               "VAE run directory": str(out / "vae-run"), **style_facts},
-        figures=gan_figures + vae_figures + style_figures,
+               "VAE run directory": str(out / "vae-run"), **flow_facts,
+               **({"Flow run directory": str(out / "flow-run")} if flow else {}), **style_facts},
+        figures=gan_figures + vae_figures + flow_figures + style_figures,
     )

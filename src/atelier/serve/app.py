@@ -27,15 +27,16 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, Field
 
+from atelier.creative.masks import box_mask, parse_box, upload_mask
 from atelier.data.base import DataError
 from atelier.serve import audit, auth, job_kinds, ratings as rating_store
 from atelier.serve.batching import DynamicBatcher, GenerateRequest, Overloaded
 from atelier.serve.catalog import Catalog
 from atelier.serve.db import Database, Job, JobFile, RatingTask
 from atelier.serve.jobs import ACTIVE, FINISHED, INPUT_PREFIX, JobQueue, QueueFull
-from atelier.serve.operations import (UploadTooLarge, check_upload, clean_photo, encode_samples, generation_provenance,
-                                      image_interpolation, model_image, photo, reconstruction, strip_and_gif, stylized,
-                                      translate_inputs, translated, traversal)
+from atelier.serve.operations import (UploadTooLarge, check_upload, clean_photo, edited, encode_samples,
+                                      generation_provenance, image_interpolation, inpainted, model_image, photo,
+                                      reconstruction, strip_and_gif, stylized, translate_inputs, translated, traversal)
 from atelier.serve.settings import SCOPES, ServeConfig
 
 log = logging.getLogger("atelier.serve")
@@ -617,6 +618,61 @@ def _model_routes(app: FastAPI) -> None:
         png, gif = await asyncio.to_thread(image_interpolation, pipe, xa, xb, steps)
         f = png if format == "png" else gif
         return Response(f.data, media_type=f.media_type)
+
+    def solver_options(s: Studio, steps: int | None, sampler: str | None, guidance: float | None) -> dict:
+        if steps is not None and steps > s.settings.max_solver_steps:
+            raise ApiError(413, "too_many", f"steps={steps} is more than {s.settings.max_solver_steps}", "steps")
+        return {k: v for k, v in (("steps", steps), ("sampler", sampler), ("guidance", guidance)) if v is not None}
+
+    @app.post("/v1/models/{name}/edit", tags=["generate"], **scoped("generate"), **binary("image/png"))
+    async def edit(name: str, who: Generator, s: StudioDep, image: UploadFile = FormFile(...),
+                   strength: float = Form(0.6, ge=0.0, le=1.0), label: int | None = Form(None, ge=0),
+                   seed: int = Form(0, ge=0, le=2**63 - 1), steps: int | None = Form(None, ge=1),
+                   sampler: Literal["euler", "heun", "dpm++2m", "ab2"] | None = Form(None),
+                   guidance: float | None = Form(None, ge=0.0, le=100.0)) -> Response:
+        """A flow model's edit of an upload (a photo or a rough sketch): noised to time ``strength`` (0 keeps
+        it, 1 ignores it) and solved back; the input and the edit side by side."""
+        model_for(s, who, name, "edit")
+        _check_label(s, name, label)
+        options = solver_options(s, steps, sampler, guidance)
+        pipe = s.catalog.pipeline(name)
+        x = model_image(await _read_upload(s, image, "image"), pipe, max_pixels=s.settings.max_upload_pixels,
+                        what="image")
+        charge_images(s, who, 1)
+        f = await asyncio.to_thread(edited, pipe, x, strength=strength, label=label, seed=seed, options=options)
+        return _png(f.data)
+
+    @app.post("/v1/models/{name}/inpaint", tags=["generate"], **scoped("generate"), **binary("image/png"))
+    async def inpaint(name: str, who: Generator, s: StudioDep, image: UploadFile = FormFile(...),
+                      box: str = Form("0.25,0.25,0.75,0.75", max_length=100,
+                                      description="x0,y0,x1,y1: the hole as fractions of the side (unless mask)"),
+                      mask: UploadFile | None = FormFile(None, description="an image whose white pixels mark the hole"),
+                      n: int = Form(4, ge=1), label: int | None = Form(None, ge=0),
+                      seed: int = Form(0, ge=0, le=2**63 - 64), steps: int | None = Form(None, ge=1),
+                      sampler: Literal["euler", "heun", "dpm++2m", "ab2"] | None = Form(None),
+                      guidance: float | None = Form(None, ge=0.0, le=100.0)) -> Response:
+        """A flow model's fills of a hole in an upload, the rest kept exactly: the input with the hole greyed,
+        then ``n`` fills from seeds ``seed``, ``seed + 1``, ..."""
+        model_for(s, who, name, "inpaint")
+        if n > s.settings.max_n:
+            raise ApiError(413, "too_many", f"n={n} is more than a quick request's {s.settings.max_n}", "n")
+        _check_label(s, name, label)
+        options = solver_options(s, steps, sampler, guidance)
+        pipe = s.catalog.pipeline(name)
+        x = model_image(await _read_upload(s, image, "image"), pipe, max_pixels=s.settings.max_upload_pixels,
+                        what="image")
+        r = x.shape[-1]
+        try:
+            if mask is not None:
+                m = upload_mask(model_image(await _read_upload(s, mask, "mask"), pipe,
+                                            max_pixels=s.settings.max_upload_pixels, what="mask"))
+            else:
+                m = box_mask(parse_box(box, "box"), r, "box")
+        except ValueError as exc:
+            raise ApiError(422, "invalid", str(exc), "mask" if mask is not None else "box") from None
+        charge_images(s, who, n)
+        f = await asyncio.to_thread(inpainted, pipe, x, m, n=n, label=label, seed=seed, options=options)
+        return _png(f.data)
 
     @app.post("/v1/models/{name}/stylize", tags=["style"], **scoped("stylize"), **binary("image/png"))
     async def stylize(name: str, who: Stylist, s: StudioDep, image: UploadFile = FormFile(...),

@@ -20,9 +20,10 @@ from typing import Callable
 import numpy as np
 import torch
 
+from atelier.creative.masks import show_hole
 from atelier.data.base import DataError
-from atelier.data.images import (TooManyPixels, as_uint8, clean_upload, decode_image, png_bytes, read_image_bytes,
-                                 safe_stem, strict_pil)
+from atelier.data.images import (TooManyPixels, as_uint8, clean_upload, model_input, png_bytes, read_image_bytes,
+                                 safe_stem)
 from atelier.data.provenance import Provenance, weights_sha256
 from atelier.pipelines import Pipeline
 from atelier.report.gif import gif_bytes
@@ -149,20 +150,11 @@ def model_image(data: bytes, pipe: Pipeline, *, max_pixels: int, what: str = "th
     channels = int(getattr(config, "channels", 0) or getattr(config, "channels_a" if direction == "a2b"
                                                                 else "channels_b", 3))
     try:
-        with strict_pil():
-            array = decode_image(io.BytesIO(data), resolution, max_pixels=max_pixels)  # type: ignore[arg-type]
+        return model_input(io.BytesIO(data), resolution, channels, max_pixels=max_pixels)
     except DataError as exc:
         raise (UploadTooLarge if isinstance(exc, TooManyPixels) else DataError)(f"{what}: {exc}") from None
     except Exception as exc:
         raise DataError(f"{what}: not a readable image ({type(exc).__name__})") from None
-    image = torch.from_numpy(np.array(array))  # a writable copy
-    image = image[None] if image.dim() == 2 else image.permute(2, 0, 1)
-    if image.shape[0] == 3 and channels == 1:
-        grey = 0.299 * image[0].float() + 0.587 * image[1].float() + 0.114 * image[2].float()  # ITU-R BT.601
-        image = grey.round().clamp(0, 255).to(torch.uint8)[None]
-    elif image.shape[0] == 1 and channels == 3:
-        image = image.repeat(3, 1, 1)
-    return image
 
 
 def encode_samples(images: torch.Tensor, labels: torch.Tensor | None, fmt: str,
@@ -243,6 +235,21 @@ def translated(pipe: Pipeline, images: torch.Tensor, direction: str) -> File:
             pair = [p.repeat(3 // p.shape[0], 1, 1) for p in pair]
         return File("translated.png", "image/png", grid_png(torch.stack(pair), nrow=2))
     return File("translated.png", "image/png", grid_png(out))
+
+
+def edited(pipe: Pipeline, image: torch.Tensor, *, strength: float, label: int | None, seed: int,
+           options: dict) -> File:
+    """A flow model's edit of one uint8 image (C, R, R): the input and its edit side by side."""
+    out = pipe.edit(image[None], strength=strength, labels=label, seed=seed, **options)
+    return File("edit.png", "image/png", grid_png(torch.cat([image[None], out]), nrow=2))
+
+
+def inpainted(pipe: Pipeline, image: torch.Tensor, mask: torch.Tensor, *, n: int, label: int | None, seed: int,
+              options: dict) -> File:
+    """``n`` fills (seeds ``seed``, ``seed + 1``, ...) of the hole ``mask`` (1, 1, R, R) in one uint8 image,
+    after the input with its hole greyed, in one row."""
+    fills = [pipe.inpaint(image[None], mask, labels=label, seed=seed + i, **options) for i in range(n)]
+    return File("inpaint.png", "image/png", grid_png(torch.cat([show_hole(image[None], mask), *fills]), nrow=n + 1))
 
 
 def gatys(content: torch.Tensor, style: torch.Tensor, *, steps: int, size: int, seed: int,

@@ -40,6 +40,7 @@ class ServeConfig(Config):
     max_n: Annotated[int, at.Interval(ge=1, le=4096)] = 64  # images per quick request (more: a job)
     max_job_n: Annotated[int, at.Interval(ge=1, le=100_000)] = 10_000  # images per generation job
     max_steps: Annotated[int, at.Interval(ge=2, le=1000)] = 64  # interpolation frames
+    max_solver_steps: Annotated[int, at.Interval(ge=1, le=1000)] = 64  # flow models: solver steps per request
     max_gatys_steps: Annotated[int, at.Interval(ge=1, le=5000)] = 500
     max_image_side: Annotated[int, at.Interval(ge=16, le=8192)] = 1024  # uploads are resized below this
     max_upload_bytes: Annotated[int, at.Interval(ge=1024, le=2**30)] = 16 * 2**20

@@ -342,7 +342,8 @@
     fillSelect($("#gen-model"), withOp("sample"), "no generative model");
     fillSelect($("#interp-model"), withOp("interpolate"), "no model that interpolates");
     const tools = { style: withOp("stylize"), translate: withOp("translate"),
-      recon: withOp("reconstruct").filter((m) => !m.class_names) }; // the studio reconstructs unconditionally
+      recon: withOp("reconstruct").filter((m) => !m.class_names), // the studio reconstructs unconditionally
+      edit: withOp("edit"), inpaint: withOp("inpaint") };
     for (const [tool, models] of Object.entries(tools)) {
       fillSelect($(`#${tool}-model`), models);
       $(`#${tool}-none`).hidden = models.length > 0;
@@ -592,8 +593,8 @@
     return input.files && input.files[0];
   }
 
-  // One upload, one extra form field, one image back: the fast-style and CycleGAN forms.
-  async function uploadForImage(event, prefix, operation, field) {
+  // One upload, a few extra form fields, one image back: fast style, CycleGAN, flow edit and inpaint.
+  async function uploadForImage(event, prefix, operation, fields) {
     event.preventDefault();
     const err = $(`#${prefix}-error`);
     clearError(err);
@@ -601,7 +602,7 @@
     if (!file) return showError(err, "Choose an image first.");
     const form = new FormData();
     form.append("image", file);
-    form.append(field, $(`#${prefix}-${field}`).value);
+    for (const field of fields) form.append(field, $(`#${prefix}-${field}`).value);
     await submitBusy(event.currentTarget, async () => {
       try {
         const blob = await api(`/v1/models/${enc($(`#${prefix}-model`).value)}/${operation}`,
@@ -613,8 +614,20 @@
     });
   }
 
-  const runStyle = (event) => uploadForImage(event, "style", "stylize", "strength");
-  const runTranslate = (event) => uploadForImage(event, "translate", "translate", "direction");
+  const runStyle = (event) => uploadForImage(event, "style", "stylize", ["strength"]);
+  const runTranslate = (event) => uploadForImage(event, "translate", "translate", ["direction"]);
+  const runEdit = (event) => uploadForImage(event, "edit", "edit", ["strength", "steps", "seed"]);
+  function runInpaint(event) {
+    const box = $("#inpaint-box").value.split(",").map((v) => Number(v.trim()));
+    const ok = box.length === 4 && box.every((v) => Number.isFinite(v) && v >= 0 && v <= 1) &&
+      box[0] < box[2] && box[1] < box[3];
+    if (!ok) {  // the server would refuse it too; say so without a round trip
+      event.preventDefault();
+      return showError($("#inpaint-error"), "The hole is x0,y0,x1,y1: four fractions of the side in [0, 1], " +
+        "with x0 < x1 and y0 < y1 (e.g. 0.25,0.25,0.75,0.75).");
+    }
+    return uploadForImage(event, "inpaint", "inpaint", ["box", "n", "seed"]);
+  }
 
   async function runRecon(event) {
     event.preventDefault();
@@ -1004,11 +1017,14 @@
     }
 
     $("#style-form").addEventListener("submit", runStyle);
-    $("#style-strength").addEventListener("input", () => {
-      $("#style-strength-value").textContent = Number($("#style-strength").value).toFixed(2);
-    });
-    $("#style-strength-value").textContent = Number($("#style-strength").value).toFixed(2);
+    for (const prefix of ["style", "edit"]) {
+      const show = () => { $(`#${prefix}-strength-value`).textContent = Number($(`#${prefix}-strength`).value).toFixed(2); };
+      $(`#${prefix}-strength`).addEventListener("input", show);
+      show();
+    }
     $("#translate-form").addEventListener("submit", runTranslate);
+    $("#edit-form").addEventListener("submit", runEdit);
+    $("#inpaint-form").addEventListener("submit", runInpaint);
     $("#recon-form").addEventListener("submit", runRecon);
     $("#gatys-form").addEventListener("submit", runGatys);
     $("#gatys-cancel").addEventListener("click", cancelGatys);
