@@ -281,6 +281,8 @@ def studio(tmp_path_factory):
     torch.manual_seed(0)
     create_model("vae", width=8, hidden=0, latent_dim=4).save_pretrained(root / "models" / "vae")
     create_model("transformer-net", width=4, n_res_blocks=1).save_pretrained(root / "models" / "style")
+    create_model("flow", width=4, levels=1, blocks_per_level=1, attention=False, resolution=8,
+                 sample_steps=1).save_pretrained(root / "models" / "flow")
     create_model("cyclegan", resolution=16, channels_a=3, channels_b=3, g_width=4, d_width=4,
                  n_blocks=1).save_pretrained(root / "models" / "cyclegan")
     with pytest.MonkeyPatch.context() as mp:
@@ -329,7 +331,7 @@ def test_upload_file_names_and_zip_members_never_become_paths(studio, tmp_path) 
         form = schema["components"]["schemas"][form["$ref"].rsplit("/", 1)[1]] if "$ref" in form else form
         files = [k for k, v in form["properties"].items() if "contentMediaType" in v or v.get("format") == "binary"]
         assert files, (path, form)
-        for k, model in enumerate(("vae", "style", "cyclegan")):  # the one whose family does it answers 2xx
+        for k, model in enumerate(("vae", "style", "cyclegan", "flow")):  # the one whose family does it answers 2xx
             names = {f: hostile[(k + i) % len(hostile)] for i, f in enumerate(files)}
             data = {"steps": "2", "size": "32"} | ({"model": model} if "model" in form["properties"] else {})
             r = c.request(method, path.replace("{name}", model), data=data,

@@ -152,8 +152,8 @@ def test_generate_and_rate_with_the_keyboard(page, studio, tmp_path):
 
     # the gallery: a card per model, sample grids loaded for the generative ones
     page.locator("#tab-gallery[aria-selected=true]").wait_for()
-    assert page.locator("[data-testid=model-card]").count() == 4
-    page.wait_for_function("""() => [...document.querySelectorAll('#gallery img')].length === 3
+    assert page.locator("[data-testid=model-card]").count() == 5
+    page.wait_for_function("""() => [...document.querySelectorAll('#gallery img')].length === 4
         && [...document.querySelectorAll('#gallery img')].every(i => i.complete && i.naturalWidth > 0)""")
 
     # generate: the first model's samples at once, then new ones when the seed slider moves (keyboard)
