@@ -109,12 +109,11 @@ def main() -> None:
         flow = getattr(model, "family", "") == "flow"
         settings = settings_for(model, args.nfe, args.samplers, args.guidance)
         for precision, options in itertools.product(args.precision if flow else [None], settings):
-            if precision is not None:
-                model.config.sample_precision = precision
-            images, labels, cost = draw(model, args.n, args.seed, options)
+            extra = {"precision": precision} if precision is not None else {}
+            images, labels, cost = draw(model, args.n, args.seed, {**options, **extra})
             r = ev.evaluate(images, source=run)
             rows.append({"run": run, "family": model.family, "n": args.n, **options,
-                         **({"sample_precision": model.config.sample_precision} if flow else {}), **cost,
+                         **({"sample_precision": precision or model.config.sample_precision} if flow else {}), **cost,
                          **{k: r.metrics.get(k) for k in METRIC_KEYS}, **class_view(ev, images, labels)})
             if not args.json:
                 last = rows[-1]

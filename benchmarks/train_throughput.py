@@ -36,6 +36,7 @@ VARIANTS = {
     "atelier-bf16": ("bf16", False, False),
     "atelier-bf16-channels-last": ("bf16", True, False),
     "atelier-compile-fp32": ("fp32", False, True),
+    "atelier-compile-bf16": ("bf16", False, True),
     "atelier-compile-bf16-channels-last": ("bf16", True, True),
 }
 

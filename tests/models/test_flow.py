@@ -200,6 +200,20 @@ def test_bf16_sampling_stays_close_to_fp32() -> None:
     model.config.sample_precision = "auto"
     auto = model.sample(6, generator=g(), steps=4, guidance=2.0)
     assert torch.equal(auto, rough if cpu_has_native_bf16() else exact)
+    # a per-call precision overrides the config without changing it
+    model.config.sample_precision = "fp32"
+    assert torch.equal(model.sample(6, generator=g(), steps=4, guidance=2.0, precision="bf16"), rough)
+    assert model.config.sample_precision == "fp32"
+    with pytest.raises(ValueError, match="precision"):
+        model.sample(1, steps=1, precision="fp16")
+
+
+def test_generate_clamps_unless_asked_not_to() -> None:
+    model = perturbed(tiny())
+    z = 4.0 * model.sample_latents(8, generator=torch.Generator().manual_seed(1))  # far outside the data
+    clipped, raw = model.generate(z, steps=2), model.generate(z, steps=2, clamp=False)
+    assert clipped.abs().max() <= 1.0 < raw.abs().max()
+    assert torch.equal(clipped, raw.clamp(-1.0, 1.0))
 
 
 def test_class_weights_morph_between_classes() -> None:

@@ -98,12 +98,13 @@ class FlowModel(PretrainedMixin, nn.Module):
 
     # -- the prediction ---------------------------------------------------------------------------
     def predict(self, x: torch.Tensor, t: float | torch.Tensor, labels: torch.Tensor | None = None, *,
-                guidance: float = 1.0, use_ema: bool = True) -> torch.Tensor:
+                guidance: float = 1.0, use_ema: bool = True, precision: str | None = None) -> torch.Tensor:
         """The network's output (velocity, or epsilon for ddpm) at time ``t``, guided: with labels (indices
-        or class weights) and ``guidance`` w, v_uncond + w (v_cond - v_uncond); one pass when w is 0 or 1."""
+        or class weights) and ``guidance`` w, v_uncond + w (v_cond - v_uncond); one pass when w is 0 or 1.
+        ``precision`` ("auto", "fp32", "bf16") overrides the config's ``sample_precision`` for this call."""
         net = self.net_ema if use_ema else self.net
         t = torch.as_tensor(t, dtype=torch.float32, device=x.device).expand(x.shape[0])
-        with autocast(self.config.sample_precision, x.device):
+        with autocast(self._precision(precision), x.device):
             if not self.conditional or labels is None or guidance == 0.0:
                 return net(x, t, None).float()
             if guidance == 1.0:
@@ -146,6 +147,13 @@ class FlowModel(PretrainedMixin, nn.Module):
             raise ValueError(f"got {labels.shape[0]} labels for {n} images")
         return labels
 
+    def _precision(self, precision: str | None) -> str:
+        if precision is None:
+            return self.config.sample_precision
+        if precision not in ("auto", "fp32", "bf16"):
+            raise ValueError(f"precision must be one of auto, fp32, bf16, got {precision!r}")
+        return precision
+
     def _settings(self, steps, sampler, guidance) -> tuple[int, str, float]:
         cfg = self.config
         steps = cfg.sample_steps if steps is None else steps
@@ -176,10 +184,14 @@ class FlowModel(PretrainedMixin, nn.Module):
     @torch.no_grad()
     def generate(self, z: torch.Tensor, labels: torch.Tensor | None = None, *, steps: int | None = None,
                  sampler: str | None = None, guidance: float | None = None, use_ema: bool = True,
-                 batch_size: int = 256, should_stop=None) -> torch.Tensor:
+                 batch_size: int = 256, should_stop=None, precision: str | None = None,
+                 clamp: bool = True) -> torch.Tensor:
         """Solve from the noise ``z`` ((N, C R R) or (N, C, R, R)) at t = 1 to images (N, C, R, R) in [-1, 1].
-        ``labels``: indices (N,) or class weights (N, K) for a conditional model (None: every class in turn)."""
+        ``labels``: indices (N,) or class weights (N, K) for a conditional model (None: every class in turn).
+        ``precision`` overrides the config's ``sample_precision``; ``clamp=False`` returns the solver's end
+        points as they are (reflow learns the teacher's flow, not a clipped one)."""
         steps, sampler, guidance = self._settings(steps, sampler, guidance)
+        precision = self._precision(precision)
         cfg = self.config
         z = z.reshape(-1, cfg.channels, cfg.resolution, cfg.resolution)
         labels = self._labels(labels, z.shape[0])
@@ -191,25 +203,26 @@ class FlowModel(PretrainedMixin, nn.Module):
             lab = labels[i : i + batch_size].to(device) if labels is not None else None
 
             def fn(x_t: torch.Tensor, t: float) -> torch.Tensor:
-                return self.predict(x_t, t, lab, guidance=guidance, use_ema=use_ema)
+                return self.predict(x_t, t, lab, guidance=guidance, use_ema=use_ema, precision=precision)
 
             if self.schedule is not None:
                 solution = ddim_sample(fn, x, self.schedule, steps, should_stop=should_stop)
             else:
                 solution = solve(fn, x, time_grid(steps, shift=cfg.time_shift), sampler, should_stop=should_stop)
-            out.append(solution.x.float().clamp(-1.0, 1.0).cpu())
+            x = solution.x.float()
+            out.append((x.clamp(-1.0, 1.0) if clamp else x).cpu())
         self.last_nfe = nfe(sampler, steps, guided=guided, objective=cfg.objective)
         c, r = cfg.channels, cfg.resolution
         return torch.cat(out) if out else torch.empty(0, c, r, r)
 
     def sample(self, n: int, *, labels: torch.Tensor | int | None = None, generator: torch.Generator | None = None,
                truncation: float | None = None, steps: int | None = None, sampler: str | None = None,
-               guidance: float | None = None, use_ema: bool = True) -> torch.Tensor:
+               guidance: float | None = None, use_ema: bool = True, precision: str | None = None) -> torch.Tensor:
         """``n`` new images (n, C, R, R) in [-1, 1]; ``labels`` a class, n classes or None (every class
-        in turn); ``steps``/``sampler``/``guidance`` default to the config's."""
+        in turn); ``steps``/``sampler``/``guidance``/``precision`` default to the config's."""
         z = self.sample_latents(n, generator=generator, truncation=truncation)
         return self.generate(z, self._labels(labels, n), steps=steps, sampler=sampler, guidance=guidance,
-                             use_ema=use_ema)
+                             use_ema=use_ema, precision=precision)
 
     # -- images in ----------------------------------------------------------------------------------
     def _require_flow(self, what: str) -> None:

@@ -63,11 +63,13 @@ class ReflowResult:
 
 
 @torch.no_grad()
-def draw_pairs(teacher: FlowModel, cfg: ReflowConfig, *, progress: bool = True,
-               batch_size: int = 500) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+@torch.no_grad()
+def draw_pairs(teacher: FlowModel, cfg: ReflowConfig, *, progress: bool = True, batch_size: int = 500,
+               precision: str | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """``cfg.pairs`` (noise, image, label) triples from the teacher's EMA network: noise (N, C, R, R),
     images in [-1, 1] (not clamped: the student learns the teacher's flow, not a clipped one), labels
-    cycling over the classes (None for an unconditional teacher)."""
+    cycling over the classes (None for an unconditional teacher). ``precision``: the teacher's arithmetic
+    (None: its config's ``sample_precision``)."""
     c, r = teacher.config.channels, teacher.config.resolution
     g = torch.Generator().manual_seed(cfg.seed)
     noise = torch.randn(cfg.pairs, c, r, r, generator=g)
@@ -77,19 +79,10 @@ def draw_pairs(teacher: FlowModel, cfg: ReflowConfig, *, progress: bool = True,
     for i in tqdm(range(0, cfg.pairs, batch_size), desc="reflow pairs", unit="batch", disable=not progress,
                   dynamic_ncols=True):
         lab = labels[i:i + batch_size] if labels is not None else None
-        images.append(_solve(teacher, noise[i:i + batch_size], lab, cfg, guidance))
+        images.append(teacher.generate(noise[i:i + batch_size], lab, steps=cfg.teacher_steps,
+                                       sampler=cfg.teacher_sampler, guidance=guidance, batch_size=batch_size,
+                                       precision=precision, clamp=False))
     return noise, torch.cat(images), labels
-
-
-def _solve(teacher: FlowModel, z, labels, cfg: ReflowConfig, guidance) -> torch.Tensor:
-    from atelier.schedulers import solve, time_grid
-
-    steps, sampler, w = teacher._settings(cfg.teacher_steps, cfg.teacher_sampler, guidance)
-    device = next(teacher.net_ema.parameters()).device
-    lab = labels.to(device) if labels is not None else None
-    out = solve(lambda x, t: teacher.predict(x, t, lab, guidance=w), z.to(device),
-                time_grid(steps, shift=teacher.config.time_shift), sampler)
-    return out.x.float().cpu()
 
 
 def reflow(teacher: FlowModel, cfg: ReflowConfig | None = None, *, progress: bool = True,
@@ -107,12 +100,7 @@ def reflow(teacher: FlowModel, cfg: ReflowConfig | None = None, *, progress: boo
     precision = resolve_precision(cfg.precision, device)
     teacher.eval()
     t0 = time.perf_counter()
-    was = teacher.config.sample_precision
-    teacher.config.sample_precision = precision
-    try:
-        noise, images, labels = draw_pairs(teacher, cfg, progress=progress)
-    finally:
-        teacher.config.sample_precision = was
+    noise, images, labels = draw_pairs(teacher, cfg, progress=progress, precision=precision)
     pair_seconds = time.perf_counter() - t0
 
     student = copy.deepcopy(teacher)
