@@ -376,3 +376,14 @@ def test_reflow_refuses_the_ddpm_peer_and_a_diverging_loss() -> None:
 
     with pytest.raises(TrainingDiverged, match="step 1"):
         reflow(model, ReflowConfig(pairs=8, teacher_steps=1, steps=5, batch_size=4, precision="fp32"), progress=False)
+
+
+def test_sample_images_passes_flow_options_and_names_unknown_ones() -> None:
+    from atelier.models.sampling import sample_images
+
+    model = perturbed(tiny())
+    fp32 = sample_images(model, 4, seed=1, steps=2, precision="fp32").images
+    assert fp32.dtype == torch.uint8 and fp32.shape == (4, 1, 28, 28)
+    assert torch.equal(fp32, sample_images(model, 4, seed=1, steps=2).images)  # tiny() samples in fp32
+    with pytest.raises(ValueError, match=r"temperature: not a sampling option of a flow model \(it takes steps"):
+        sample_images(model, 4, temperature=0.5)

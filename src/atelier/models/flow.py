@@ -79,7 +79,7 @@ class FlowModel(PretrainedMixin, nn.Module):
 
     family = "flow"
     tasks = ("sample", "interpolate", "edit", "inpaint")
-    sampling_options = ("steps", "sampler", "guidance")  # what sample() takes beyond the other families' arguments
+    sampling_options = ("steps", "sampler", "guidance", "precision")  # what sample() takes beyond the other families' arguments
     config_class = FlowConfig
 
     def __init__(self, config: FlowConfig) -> None:

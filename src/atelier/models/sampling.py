@@ -53,9 +53,13 @@ def check_options(model, options: dict) -> dict:
     """The sampling options given (not None) that ``model`` takes (its ``sampling_options``: a flow
     model's steps, sampler and guidance); ValueError naming any it does not."""
     given = {k: v for k, v in options.items() if v is not None}
-    unknown = sorted(set(given) - set(getattr(model, "sampling_options", ())))
+    takes = tuple(getattr(model, "sampling_options", ()))
+    unknown = sorted(set(given) - set(takes))
     if unknown:
         kind = getattr(model, "family", type(model).__name__)
+        if takes:
+            raise ValueError(f"{', '.join(unknown)}: not a sampling option of a {kind} model (it takes "
+                             f"{', '.join(takes)})")
         raise ValueError(f"{', '.join(unknown)} applies to flow models; this is a {kind} model, which samples in "
                          "one pass")
     return given
