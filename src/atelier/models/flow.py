@@ -45,8 +45,11 @@ class FlowConfig(Config):
     num_classes: Annotated[int, at.Interval(ge=0, le=10**6)] = 0  # 0: unconditional
     objective: Literal["flow", "ddpm"] = "flow"  # flow: rectified flow, velocity prediction | ddpm: the DDPM
     # peer (epsilon prediction, 1,000-step linear schedule, DDIM sampling)
-    sampler: Sampler = "dpm++2m"  # default solver: euler | heun | dpm++2m | ab2 (flow models)
-    sample_steps: Annotated[int, at.Interval(ge=1, le=1000)] = 16  # default solver steps (ddpm: DDIM steps)
+    sampler: Sampler = "ab2"  # default solver: euler | heun | dpm++2m | ab2 (flow models). Measured on MNIST
+    # (BENCHMARKS.md): AB2 beats DPM-Solver++(2M) at 4, 8 and 16 steps (FID 4.04/2.85/2.52 against
+    # 5.13/3.05/2.59), Euler and Heun at equal evaluations
+    sample_steps: Annotated[int, at.Interval(ge=1, le=1000)] = 8  # default solver steps (ddpm: DDIM steps);
+    # 8 is within 13% of the best FID unconditional and the best conditional, at half the cost of 16
     guidance: Annotated[float, at.Interval(ge=0.0, le=100.0)] = 1.0  # default classifier-free guidance w:
     # v = v_uncond + w (v_cond - v_uncond); 0 unconditional, 1 conditional, above 1 stronger
     time_shift: Annotated[float, at.Interval(gt=0.0, le=100.0)] = 1.0  # sampling time grid warp (above 1: more
