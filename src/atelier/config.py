@@ -556,7 +556,8 @@ def add_dataclass_arguments(group: Any, cls: type, *, exclude: Iterable[str] = (
             extras.append(f"default: {' '.join(map(str, default)) if isinstance(default, (tuple, list)) else default}")
         if extras:
             text = f"{text} ({'; '.join(extras)})" if text else "; ".join(extras)
-        exclusive.get(f.name, group).add_argument(flag, help=text or None, **kwargs)
+        # argparse %-formats help text: a literal "%" in a comment ("13% of ...") must be doubled
+        exclusive.get(f.name, group).add_argument(flag, help=text.replace("%", "%%") or None, **kwargs)
         dests.append(f.name)
     return dests
 

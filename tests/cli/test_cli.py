@@ -333,3 +333,28 @@ def test_config_file_errors_name_the_problem(tmp_path: Path, capsys) -> None:
     assert main(["train", "gan", "--config", str(bad), "--out", str(tmp_path / "r")]) == 2
     assert "bad.toml [train]: steps must be a finite whole number, got inf" in capsys.readouterr().err
     assert not (tmp_path / "r").exists()  # nothing was started
+
+
+def _all_parsers(parser, path=()):
+    """(command path, parser) for ``parser`` and every sub-command below it."""
+    import argparse
+
+    yield path, parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield from _all_parsers(sub, (*path, name))
+
+
+def test_every_command_formats_its_help() -> None:
+    """--help of every command and sub-command renders (help text derived from config comments once
+    crashed argparse with a literal "%" in a comment)."""
+    from atelier.cli import build_parser
+
+    parsers = list(_all_parsers(build_parser()))
+    assert len(parsers) > 20 and any(path == ("train", "flow") for path, _ in parsers)
+    for path, parser in parsers:
+        text = parser.format_help()
+        assert "usage:" in text, path
+    train_flow = dict(parsers)[("train", "flow")].format_help()
+    assert "13% of the best" in train_flow  # the literal percent sign survives, undoubled
