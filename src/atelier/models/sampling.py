@@ -51,7 +51,7 @@ def nonfinite_message(count: int, n: int) -> str:
 
 def check_options(model, options: dict) -> dict:
     """The sampling options given (not None) that ``model`` takes (its ``sampling_options``: a flow
-    model's steps, sampler and guidance); ValueError naming any it does not."""
+    model's steps, sampler, guidance and precision); ValueError naming any it does not."""
     given = {k: v for k, v in options.items() if v is not None}
     takes = tuple(getattr(model, "sampling_options", ()))
     unknown = sorted(set(given) - set(takes))

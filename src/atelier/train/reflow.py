@@ -63,7 +63,6 @@ class ReflowResult:
 
 
 @torch.no_grad()
-@torch.no_grad()
 def draw_pairs(teacher: FlowModel, cfg: ReflowConfig, *, progress: bool = True, batch_size: int = 500,
                precision: str | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """``cfg.pairs`` (noise, image, label) triples from the teacher's EMA network: noise (N, C, R, R),
