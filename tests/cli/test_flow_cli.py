@@ -133,3 +133,15 @@ def test_reflow_writes_a_student_that_samples_in_two_steps(runs, tmp_path, capsy
 def test_a_traversal_of_a_flow_model_is_refused_by_name(runs, tmp_path, capsys) -> None:
     assert main(["explore", "traverse", str(runs["flow"]), "--out", str(tmp_path / "t.png")]) == 2
     assert "has none" in capsys.readouterr().err and not (tmp_path / "t.png").exists()
+
+
+def test_a_preset_made_for_32_px_trains_at_32_px_unless_told(tmp_path) -> None:
+    """flow-cifar's four levels need a side divisible by 8: the data follows the preset (it used to load
+    digits at 28 px and stop), and an explicit --resolution still wins."""
+    small = ["--data", "digits", "--batch-size", "4", "--width", "8", "--blocks-per-level", "1", "--steps", "1",
+             "--no-progress", "--no-tensorboard"]
+    assert main(["train", "flow", "--model", "flow-cifar", *small, "--out", str(tmp_path / "a")]) == 0
+    saved = json.loads((tmp_path / "a" / "config.json").read_text())
+    assert saved["data"]["resolution"] == saved["model"]["config"]["resolution"] == 32
+    assert main(["train", "flow", "--model", "flow-cifar", *small, "--resolution", "40", "--out", str(tmp_path / "b")]) == 0
+    assert json.loads((tmp_path / "b" / "config.json").read_text())["data"]["resolution"] == 40

@@ -295,6 +295,35 @@ def test_model_and_data_shape_mismatch_raises_data_error(tmp_path: Path) -> None
         train(tmp_path / "run", steps=1, model_kwargs={"resolution": 32})
 
 
+def test_data_resolution_left_open_follows_the_model_then_the_dataset() -> None:
+    from atelier.train.run import resolve_resolution
+    from atelier.train.steps.resnet_gan import ResNetGANDataConfig
+    from atelier.train.run import as_family_config
+
+    class Source:  # an --init-from model, as far as the choice is concerned
+        config = {"resolution": 64}
+
+    def side(name: str, model: str, **kw) -> int:
+        return resolve_resolution(DataConfig(name=name), model, kw.pop("model_kwargs", {}), **kw).resolution
+
+    assert side("cifar10", "flow") == 32 and side("digits", "flow") == side("folder:/x", "flow") == 28  # the data's own
+    assert side("digits", "flow-cifar") == 32  # the preset's
+    assert side("digits", "flow", model_kwargs={"resolution": 48}) == 48
+    assert side("digits", "flow", source=Source()) == 64
+    assert resolve_resolution(DataConfig(name="cifar10", resolution=40), "flow-cifar", {}).resolution == 40  # chosen
+    # a plain data config handed to a family with its own default leaves the choice to the family
+    assert as_family_config(DataConfig(name="mnist"), ResNetGANDataConfig).resolution == 32
+    assert as_family_config(DataConfig(name="mnist", resolution=64), ResNetGANDataConfig).resolution == 64
+
+
+def test_preset_setting_reports_only_what_a_preset_sets() -> None:
+    from atelier.models.registry import preset_setting
+
+    assert preset_setting("flow-cifar", "resolution") == 32 and preset_setting("flow-cifar", "width") == 64
+    assert preset_setting("flow", "resolution") is None  # the family's own default: not the preset's choice
+    assert preset_setting("flow-cifar", "no_such_field") is None
+
+
 # ------------------------------------------------------------------------------------ sample quality
 
 

@@ -126,8 +126,10 @@ def _init_source(args, family: Family, data: dict, file_data: dict):
     source = load_init_source(args.init_from, model_key(args))
     defaults = {f.name: f.default for f in dataclasses.fields(family.data_config)}
     for name in sorted(data_given(family) & set(defaults)):
-        # a data setting the data itself decides (channels: None, the images' own) stays with the data
-        if defaults[name] is not None and name not in data and name not in file_data and name in source.config:
+        # a data setting the data itself decides (channels: None, the images' own) stays with the data; the
+        # resolution (None: the model's) is the --init-from model's
+        follows_model = defaults[name] is not None or name == "resolution"
+        if follows_model and name not in data and name not in file_data and name in source.config:
             data[name] = source.config[name]
             if data[name] != defaults[name]:
                 print(f"note: {cli_flag(family.data_config, name)} {data[name]} as the --init-from model has it "

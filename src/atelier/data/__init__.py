@@ -10,7 +10,7 @@ Everything is decoded once into ``ImageDataset.images``; ``to_float`` maps it to
 
 from atelier.data.base import DataError, ImageDataset, to_float, to_uint8
 from atelier.data.download import DownloadError, cache_dir, download_file
-from atelier.data.registry import load_dataset
+from atelier.data.registry import load_dataset, native_resolution
 
 __all__ = [
     "DataError",
@@ -19,6 +19,7 @@ __all__ = [
     "cache_dir",
     "download_file",
     "load_dataset",
+    "native_resolution",
     "to_float",
     "to_uint8",
 ]

@@ -19,6 +19,13 @@ SPECS = ("digits", "mnist", "cifar10", "folder:PATH")
 #: The side a dataset is stored at: load_dataset's default resolution (28 for anything not named here).
 NATIVE_RESOLUTION = {"digits": 28, "mnist": 28, "cifar10": 32}
 SPLITS = ("train", "test", "all")
+
+
+def native_resolution(spec: str | os.PathLike) -> int:
+    """The side ``load_dataset(spec)`` gives when told none: the dataset's own (32 for cifar10, 28 for
+    digits and mnist) and 28 for a folder, whose images may have any size."""
+    text = os.fspath(spec).strip().lower() if isinstance(spec, (str, os.PathLike)) else ""
+    return NATIVE_RESOLUTION.get(text, 28)
 #: A split with an optional slice of it: ``train``, ``train[:30000]``, ``test[5000:]``, ``all[100:200]``.
 _SLICED = re.compile(r"(train|test|all)(?:\[(\d{0,9}):(\d{0,9})\])?")
 
@@ -87,9 +94,8 @@ def load_dataset(
         progress: show progress bars.
         max_pixels: folder: refuse images declaring more pixels than this (decompression bombs).
     """
-    text = os.fspath(spec).strip() if isinstance(spec, (str, os.PathLike)) else ""
     if resolution is None:
-        resolution = NATIVE_RESOLUTION.get(text.lower(), 28)
+        resolution = native_resolution(spec)
     check_resolution(resolution)
     whole = split
     split, start, stop = parse_split(split)

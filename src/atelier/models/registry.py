@@ -112,6 +112,28 @@ def built_size(build: Callable[..., Any], *args: Any, **kwargs: Any) -> tuple[in
     return sum(t.numel() for t in tensors), sum(t.numel() * t.element_size() for t in tensors)
 
 
+def preset_setting(name: str, field: str) -> Any:
+    """The value of config ``field`` that the preset ``name`` builds with when not told one, where the
+    preset sets it (it differs from the default of its family's config class: e.g. ``flow-cifar``'s
+    resolution 32 where the flow family's config says 28); else None. Built on the meta device."""
+    import dataclasses
+
+    import torch
+
+    import_builtin_models()
+    family = _FAMILIES.get(model_family(name))
+    defaults = {f.name: f.default for f in dataclasses.fields(family.model_config)} if family else {}
+    if field not in defaults:
+        return None
+    try:
+        with torch.device("meta"), _SkipRandomInit():
+            probe = _REGISTRY[name.lower()]()
+    except (TypeError, ValueError):  # a preset that needs arguments sets nothing by itself
+        return None
+    value = getattr(getattr(probe, "config", None), field, None)
+    return None if value is None or value == defaults[field] else value
+
+
 # -- model families ---------------------------------------------------------------------------------
 
 

@@ -24,7 +24,8 @@ class DataConfig(Config):
 
     name: str = "digits"  # digits | mnist | cifar10 | folder:PATH
     data_dir: str | None = None  # local files for the dataset (e.g. MNIST's IDX .gz files)
-    resolution: Annotated[int, at.Interval(ge=4, le=4096)] = 28  # side of the square training images
+    resolution: Annotated[int, at.Interval(ge=4, le=4096)] | None = None  # side of the square training images
+    # (default: the model preset's, e.g. 32 for flow-cifar, else the dataset's own: 32 for cifar10, 28 otherwise)
     split: str = "train"  # the split trained on: train, test or all, or a slice of one such as train[:30000]
     channels: Literal[1, 3] | None = None  # force grayscale (1) or RGB (3)
     strict: bool = False  # fail on any unreadable image instead of skipping it

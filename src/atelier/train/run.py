@@ -11,11 +11,20 @@ from typing import Any
 import torch
 
 from atelier.config import environment, from_dict, to_dict
+from atelier.data import native_resolution
 from atelier.data.base import DataError
 from atelier.device import ensure_fits, format_bytes, resolve_device, resolve_precision
 from atelier.io import load_json
 from atelier.models.pretrained import latest_checkpoint
-from atelier.models.registry import SMALLER, Family, create_model, get_family, model_family, model_size
+from atelier.models.registry import (
+    SMALLER,
+    Family,
+    create_model,
+    get_family,
+    model_family,
+    model_size,
+    preset_setting,
+)
 from atelier.train.checkpoint import prepare_run_dir, resumable_checkpoint
 from atelier.train.config import TrainConfig
 from atelier.train.distributed import DistContext
@@ -53,13 +62,33 @@ def as_family_config(cfg: Any, cls: type) -> Any:
     if isinstance(cfg, cls):
         return cfg
     values = to_dict(cfg)
-    mine = {f.name for f in dataclasses.fields(cls)}
-    foreign = {f.name: f for f in dataclasses.fields(cfg) if f.name not in mine}
-    changed = [n for n, f in foreign.items() if f.default is dataclasses.MISSING or values[n] != f.default]
+    mine = {f.name: f for f in dataclasses.fields(cls)}
+    theirs = {f.name: f for f in dataclasses.fields(cfg)}
+    changed = [n for n, f in theirs.items()
+               if n not in mine and (f.default is dataclasses.MISSING or values[n] != f.default)]
     if changed:
         raise ValueError(f"{', '.join(f'{n}={values[n]!r}' for n in changed)}: {type(cfg).__name__} settings that "
                          f"{cls.__name__} does not take; train without them")
-    return from_dict(cls, {k: v for k, v in values.items() if k in mine})
+    # a field left at None ("not chosen") takes the family's default (e.g. the residual GAN's 32 px)
+    return from_dict(cls, {k: v for k, v in values.items() if k in mine
+                           and not (v is None and theirs[k].default is None and mine[k].default is not None)})
+
+
+def resolve_resolution(data: Any, model_name: str, model_kwargs: dict[str, Any], source: Any = None) -> Any:
+    """``data`` with its resolution chosen when it is None: the model's (a ``resolution`` in
+    ``model_kwargs``, else the ``init_from`` source's, else the one the preset is made for, e.g.
+    ``flow-cifar``'s 32), else the dataset's own (32 for cifar10, 28 for digits, mnist and folders).
+    A data config without the field (e.g. fast style's) is returned as it is."""
+    if getattr(data, "resolution", 0) is not None:
+        return data
+    side = model_kwargs.get("resolution")
+    if side is None and source is not None:
+        side = source.config.get("resolution")
+    if side is None:
+        side = preset_setting(model_name, "resolution")
+    if side is None:
+        side = native_resolution(data.name)
+    return replace(data, resolution=int(side))
 
 
 def resume_configs(run_dir: str | Path, train_overrides: dict[str, Any]) -> tuple[str, dict, Any, TrainConfig]:
@@ -101,7 +130,7 @@ def train_model(
 
     ``data`` and ``train`` are the family's config dataclasses (a plain :class:`TrainConfig` is taken
     as the family's, its own fields at their defaults). The model's data-given settings (resolution,
-    channels) follow the data; ``conditional`` gives it one class per dataset label. With ``resume``
+    channels) follow the data (a data resolution left at None is chosen by :func:`resolve_resolution`); ``conditional`` gives it one class per dataset label. With ``resume``
     training continues from the newest checkpoint of ``out``; the model is rebuilt from ``model_kwargs``
     (see :func:`resume_run` for continuing from the saved configs alone). A new run into a directory
     that is not empty is refused unless ``overwrite`` (which deletes the old run's files first); a
@@ -133,6 +162,7 @@ def train_model(
             conditional, inherited = source.conditional, source.conditional
     elif init_from is not None and saved is not None:  # resuming a transfer run: its own architecture
         model_kwargs = {**saved["model"]["config"], **(model_kwargs or {})}
+    data = resolve_resolution(data, model_name, model_kwargs or {}, source)
     if dist.is_main:  # refuse a directory holding a run early; clearing it (overwrite) waits for the checks
         prepare_run_dir(Path(out), resume=resume, overwrite=overwrite, clear=False)
     device = resolve_device(train.device, dist.local_rank)
