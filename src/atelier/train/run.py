@@ -77,8 +77,9 @@ def as_family_config(cfg: Any, cls: type) -> Any:
 def resolve_resolution(data: Any, model_name: str, model_kwargs: dict[str, Any], source: Any = None) -> Any:
     """``data`` with its resolution chosen when it is None: the model's (a ``resolution`` in
     ``model_kwargs``, else the ``init_from`` source's, else the one the preset is made for, e.g.
-    ``flow-cifar``'s 32), else the dataset's own (32 for cifar10, 28 for digits, mnist and folders).
-    A data config without the field (e.g. fast style's) is returned as it is."""
+    ``flow-cifar``'s 32, else the default of the family's data config, e.g. the residual GAN's 32), else
+    the dataset's own (32 for cifar10, 28 for digits, mnist and folders). A data config without the
+    field (e.g. fast style's) is returned as it is."""
     if getattr(data, "resolution", 0) is not None:
         return data
     side = model_kwargs.get("resolution")
@@ -86,6 +87,9 @@ def resolve_resolution(data: Any, model_name: str, model_kwargs: dict[str, Any],
         side = source.config.get("resolution")
     if side is None:
         side = preset_setting(model_name, "resolution")
+    if side is None:
+        fields = {f.name: f.default for f in dataclasses.fields(get_family(model_family(model_name)).data_config)}
+        side = fields.get("resolution")
     if side is None:
         side = native_resolution(data.name)
     return replace(data, resolution=int(side))
@@ -130,9 +134,9 @@ def train_model(
 
     ``data`` and ``train`` are the family's config dataclasses (a plain :class:`TrainConfig` is taken
     as the family's, its own fields at their defaults). The model's data-given settings (resolution,
-    channels) follow the data (a data resolution left at None is chosen by :func:`resolve_resolution`); ``conditional`` gives it one class per dataset label. With ``resume``
-    training continues from the newest checkpoint of ``out``; the model is rebuilt from ``model_kwargs``
-    (see :func:`resume_run` for continuing from the saved configs alone). A new run into a directory
+    channels) follow the data (a data resolution left at None is chosen by :func:`resolve_resolution`);
+    ``conditional`` gives it one class per dataset label. With ``resume`` training continues from the
+    newest checkpoint of ``out``; the model is rebuilt from ``model_kwargs`` (see :func:`resume_run` for continuing from the saved configs alone). A new run into a directory
     that is not empty is refused unless ``overwrite`` (which deletes the old run's files first); a
     run stopped by SIGINT/SIGTERM saves a checkpoint and says so in ``result.interrupted``. ``setup_options`` go to the
     family step's ``setup_run`` (e.g. ``features=`` for fast style: a ready feature network).
@@ -149,7 +153,6 @@ def train_model(
     """
     family: Family = get_family(model_family(model_name))
     train = as_family_config(train, family.train_config)
-    data = as_family_config(data, family.data_config)
     dist = DistContext.from_env()
     source, inherited = None, False
     saved = saved_run_config(out) if resume else None
@@ -162,7 +165,8 @@ def train_model(
             conditional, inherited = source.conditional, source.conditional
     elif init_from is not None and saved is not None:  # resuming a transfer run: its own architecture
         model_kwargs = {**saved["model"]["config"], **(model_kwargs or {})}
-    data = resolve_resolution(data, model_name, model_kwargs or {}, source)
+    # the model's size first (a plain data config's None would otherwise become the family's default)
+    data = as_family_config(resolve_resolution(data, model_name, model_kwargs or {}, source), family.data_config)
     if dist.is_main:  # refuse a directory holding a run early; clearing it (overwrite) waits for the checks
         prepare_run_dir(Path(out), resume=resume, overwrite=overwrite, clear=False)
     device = resolve_device(train.device, dist.local_rank)
