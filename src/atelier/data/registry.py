@@ -19,6 +19,8 @@ SPECS = ("digits", "mnist", "cifar10", "folder:PATH")
 #: The side a dataset is stored at: load_dataset's default resolution (28 for anything not named here).
 NATIVE_RESOLUTION = {"digits": 28, "mnist": 28, "cifar10": 32}
 SPLITS = ("train", "test", "all")
+#: A split with an optional slice of it: ``train``, ``train[:30000]``, ``test[5000:]``, ``all[100:200]``.
+_SLICED = re.compile(r"(train|test|all)(?:\[(\d{0,9}):(\d{0,9})\])?")
 
 
 def native_resolution(spec: str | os.PathLike) -> int:
@@ -26,8 +28,6 @@ def native_resolution(spec: str | os.PathLike) -> int:
     digits and mnist) and 28 for a folder, whose images may have any size."""
     text = os.fspath(spec).strip().lower() if isinstance(spec, (str, os.PathLike)) else ""
     return NATIVE_RESOLUTION.get(text, 28)
-#: A split with an optional slice of it: ``train``, ``train[:30000]``, ``test[5000:]``, ``all[100:200]``.
-_SLICED = re.compile(r"(train|test|all)(?:\[(\d{0,9}):(\d{0,9})\])?")
 
 
 def parse_split(split: str) -> tuple[str, int | None, int | None]:

@@ -62,16 +62,13 @@ def as_family_config(cfg: Any, cls: type) -> Any:
     if isinstance(cfg, cls):
         return cfg
     values = to_dict(cfg)
-    mine = {f.name: f for f in dataclasses.fields(cls)}
-    theirs = {f.name: f for f in dataclasses.fields(cfg)}
-    changed = [n for n, f in theirs.items()
-               if n not in mine and (f.default is dataclasses.MISSING or values[n] != f.default)]
+    mine = {f.name for f in dataclasses.fields(cls)}
+    foreign = {f.name: f for f in dataclasses.fields(cfg) if f.name not in mine}
+    changed = [n for n, f in foreign.items() if f.default is dataclasses.MISSING or values[n] != f.default]
     if changed:
         raise ValueError(f"{', '.join(f'{n}={values[n]!r}' for n in changed)}: {type(cfg).__name__} settings that "
                          f"{cls.__name__} does not take; train without them")
-    # a field left at None ("not chosen") takes the family's default (e.g. the residual GAN's 32 px)
-    return from_dict(cls, {k: v for k, v in values.items() if k in mine
-                           and not (v is None and theirs[k].default is None and mine[k].default is not None)})
+    return from_dict(cls, {k: v for k, v in values.items() if k in mine})
 
 
 def resolve_resolution(data: Any, model_name: str, model_kwargs: dict[str, Any], source: Any = None) -> Any:
@@ -136,8 +133,8 @@ def train_model(
     as the family's, its own fields at their defaults). The model's data-given settings (resolution,
     channels) follow the data (a data resolution left at None is chosen by :func:`resolve_resolution`);
     ``conditional`` gives it one class per dataset label. With ``resume`` training continues from the
-    newest checkpoint of ``out``; the model is rebuilt from ``model_kwargs`` (see :func:`resume_run` for continuing from the saved configs alone). A new run into a directory
-    that is not empty is refused unless ``overwrite`` (which deletes the old run's files first); a
+    newest checkpoint of ``out``; the model is rebuilt from ``model_kwargs`` (see :func:`resume_run` for
+    continuing from the saved configs alone). A new run into a directory that is not empty is refused unless ``overwrite`` (which deletes the old run's files first); a
     run stopped by SIGINT/SIGTERM saves a checkpoint and says so in ``result.interrupted``. ``setup_options`` go to the
     family step's ``setup_run`` (e.g. ``features=`` for fast style: a ready feature network).
 
@@ -165,7 +162,6 @@ def train_model(
             conditional, inherited = source.conditional, source.conditional
     elif init_from is not None and saved is not None:  # resuming a transfer run: its own architecture
         model_kwargs = {**saved["model"]["config"], **(model_kwargs or {})}
-    # the model's size first (a plain data config's None would otherwise become the family's default)
     data = as_family_config(resolve_resolution(data, model_name, model_kwargs or {}, source), family.data_config)
     if dist.is_main:  # refuse a directory holding a run early; clearing it (overwrite) waits for the checks
         prepare_run_dir(Path(out), resume=resume, overwrite=overwrite, clear=False)
