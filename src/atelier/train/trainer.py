@@ -129,11 +129,13 @@ class Trainer:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             atomic_write_json(self.run_dir / "config.json", self.run_config)
         total, cfg = self.total_steps(), self.cfg
-        deadline = time.monotonic() + cfg.minutes * 60 if cfg.minutes is not None else None
         per_step = cfg.batch_size * self.dist.world_size
         bar = tqdm(total=total, initial=self.step, unit="step", dynamic_ncols=True,
                    disable=not (cfg.progress and self.dist.is_main), desc=f"train {self.run_dir.name}")
+        # One clock and one instant for both the budget and the reported seconds, so a run stopped by
+        # --minutes never reports less time than its budget.
         self._session_start, start_step = time.perf_counter(), self.step
+        deadline = self._session_start + cfg.minutes * 60 if cfg.minutes is not None else None
         self._last_saved = self.step if resume else -1
         stop = self._stop = StopRequest()
         try:
@@ -174,7 +176,7 @@ class Trainer:
         cfg = self.cfg
         window: dict[str, float] = {}
         window_steps, window_start = 0, time.perf_counter()
-        while (total is None or self.step < total) and (deadline is None or time.monotonic() < deadline):
+        while (total is None or self.step < total) and (deadline is None or time.perf_counter() < deadline):
             self._set_lr(total)
             logs = self.step_fn.train_step(self.sampler(self.step), self.step)
             self.dist.average_buffers(self.step_fn.model)
