@@ -3,6 +3,7 @@
     python benchmarks/train_throughput.py --model dcgan64 --batch-size 64 --json
     python benchmarks/train_throughput.py --model resnet-gan --resolution 32 --channels 3 --json
     python benchmarks/train_throughput.py --model flow --batch-size 128 --json      # MNIST 28 px U-Net
+    python benchmarks/train_throughput.py --model resnet-gan --device cuda --json    # on a GPU
 
 The baseline (``reference``) is the plain eager implementation of the same architecture and update:
 ``reference_dcgan.py`` for the DCGAN family, ``reference_resnet_gan.py`` (SNGAN) for the residual GAN,
@@ -15,6 +16,11 @@ with the ratio to the eager baseline measured in the same run. A step takes one 
 (with ``n_dis`` > 1 the generator is updated every n_dis-th step, in both implementations). On a shared
 machine the process CPU time per image is reported too (``images_per_cpu_second``): it is less
 disturbed by other processes than the wall clock.
+
+``--device cuda`` runs every variant on the GPU: atelier's step is given the device as the trainer
+would give it; the reference is built with the device as PyTorch's default device, so its modules
+and the noise it draws live there, as a plain GPU script's would. The clock is read after
+``torch.cuda.synchronize()``; ``images_per_cpu_second`` then counts the host's work only.
 """
 
 from __future__ import annotations
@@ -76,11 +82,15 @@ def atelier_configs(model_name: str, model_kwargs: dict, train_kwargs: dict, var
     return family, model_cfg, cfg
 
 
-def reference_step(family: str, cfg, batch_size: int, n_dis: int):
-    """``one_step(i)`` of the textbook implementation of the architecture ``cfg`` describes."""
+def reference_step(family: str, cfg, batch_size: int, n_dis: int, device: str = "cpu"):
+    """``one_step(i)`` of the textbook implementation of the architecture ``cfg`` describes, on ``device``."""
     import torch
 
     sys.path.insert(0, str(Path(__file__).parent))
+    data = images_in_memory(batch_size * 8, cfg.resolution, cfg.channels)  # made on the CPU, then moved
+    labels = data.labels if data.labels is not None else torch.arange(len(data))
+    images, labels = data.images.to(device), labels.to(device)
+    torch.set_default_device(device)  # the reference's modules, optimisers and noise live on the device
     torch.manual_seed(0)
     if family == "flow":
         from reference_unet import ReferenceFlow
@@ -102,12 +112,10 @@ def reference_step(family: str, cfg, batch_size: int, n_dis: int):
         if cfg.resolution not in (32, 64) or (cfg.g_width, cfg.d_width, cfg.num_classes) != (64, 64, 0):
             raise SystemExit("the reference DCGAN is the classic unconditional one (dcgan64, or at 32 px)")
         ref = ReferenceDCGAN(nz=cfg.latent_dim, nc=cfg.channels, resolution=cfg.resolution)
-    data = images_in_memory(batch_size * 8, cfg.resolution, cfg.channels)
-    labels = data.labels if data.labels is not None else torch.arange(len(data))
 
     def one_step(i: int) -> None:
-        idx = torch.randint(0, len(data), (batch_size,))
-        real = data.images[idx].float().div(127.5).sub(1)
+        idx = torch.randint(0, len(images), (batch_size,))
+        real = images[idx].float().div(127.5).sub(1)
         if cfg.num_classes:
             ref.step(real, labels[idx] % cfg.num_classes)
         else:
@@ -116,8 +124,9 @@ def reference_step(family: str, cfg, batch_size: int, n_dis: int):
     return one_step
 
 
-def atelier_step(family, cfg, train_cfg, model_name: str, model_kwargs: dict, batch_size: int):
-    """``one_step(i)`` of atelier's training step for the family, as the trainer runs it."""
+def atelier_step(family, cfg, train_cfg, model_name: str, model_kwargs: dict, batch_size: int,
+                 device: str = "cpu"):
+    """``one_step(i)`` of atelier's training step for the family on ``device``, as the trainer runs it."""
     import torch
 
     from atelier import create_model
@@ -126,11 +135,11 @@ def atelier_step(family, cfg, train_cfg, model_name: str, model_kwargs: dict, ba
 
     torch.manual_seed(0)
     model = create_model(model_name, **model_kwargs)
-    step = family.step_class(model, train_cfg, torch.device("cpu"))
+    step = family.step_class(model, train_cfg, torch.device(device))
     dataset = images_in_memory(batch_size * 8, cfg.resolution, cfg.channels)
     if cfg.num_classes:
         dataset = ImageDataset(dataset.images, torch.arange(len(dataset)) % cfg.num_classes)
-    sampler = BatchSampler(dataset, batch_size, 0, device=torch.device("cpu"), channels_last=train_cfg.channels_last)
+    sampler = BatchSampler(dataset, batch_size, 0, device=torch.device(device), channels_last=train_cfg.channels_last)
 
     def one_step(i: int) -> None:
         logs = step.train_step(sampler(i), i)
@@ -140,25 +149,33 @@ def atelier_step(family, cfg, train_cfg, model_name: str, model_kwargs: dict, ba
 
 
 def run_variant(variant: str, model_name: str, batch_size: int, steps: int, repeats: int, warmup: int,
-                model_kwargs: dict, n_dis: int | None) -> dict:
+                model_kwargs: dict, n_dis: int | None, device: str = "cpu") -> dict:
+    import torch
+
+    cuda = torch.device(device).type == "cuda"
+    if cuda and not torch.cuda.is_available():
+        raise SystemExit(f"--device {device}: this PyTorch build sees no CUDA GPU")
     train_kwargs = {"batch_size": batch_size, **({"n_dis": n_dis} if n_dis else {})}
     family, cfg, train_cfg = atelier_configs(model_name, model_kwargs, train_kwargs,
                                              "atelier-fp32" if variant == "reference" else variant)
     n_dis = getattr(train_cfg, "n_dis", 1)
     if variant == "reference":
-        one_step = reference_step(family.name, cfg, batch_size, n_dis)
+        one_step = reference_step(family.name, cfg, batch_size, n_dis, device)
     else:
-        one_step = atelier_step(family, cfg, train_cfg, model_name, model_kwargs, batch_size)
+        one_step = atelier_step(family, cfg, train_cfg, model_name, model_kwargs, batch_size, device)
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
 
     t0 = time.perf_counter()
     for i in range(warmup):
         one_step(i)
+    sync()
     warmup_s = time.perf_counter() - t0
     rates, cpu_rates = [], []
     for r in range(repeats):
         t0, c0 = time.perf_counter(), time.process_time()
         for i in range(steps):
             one_step(warmup + r * steps + i)
+        sync()
         rates.append(steps * batch_size / (time.perf_counter() - t0))
         cpu_rates.append(steps * batch_size / (time.process_time() - c0))
     return {
@@ -169,6 +186,7 @@ def run_variant(variant: str, model_name: str, batch_size: int, steps: int, repe
         "repeats": [round(x, 2) for x in rates],
         "warmup_seconds": round(warmup_s, 2),
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        **({"peak_gpu_mb": round(torch.cuda.max_memory_allocated() / 2**20, 1)} if cuda else {}),
     }
 
 
@@ -187,6 +205,7 @@ def main() -> None:
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--variants", default="reference,atelier-fp32,atelier-bf16-channels-last,"
                    "atelier-compile-bf16-channels-last", help=f"comma list of: reference, {', '.join(VARIANTS)}")
+    p.add_argument("--device", default="cpu", help="cpu (default) or cuda[:N]: where every variant runs")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -196,7 +215,7 @@ def main() -> None:
             model_kwargs[name] = getattr(args, name)
     if args.worker:
         print(json.dumps(run_variant(args.worker, args.model, args.batch_size, args.steps, args.repeats, args.warmup,
-                                     model_kwargs, args.n_dis)))
+                                     model_kwargs, args.n_dis, args.device)))
         return
     import torch
 
@@ -204,7 +223,7 @@ def main() -> None:
     for variant in args.variants.split(","):
         cmd = [sys.executable, __file__, "--worker", variant, "--model", args.model, "--batch-size",
                str(args.batch_size), "--steps", str(args.steps), "--repeats", str(args.repeats),
-               "--warmup", str(args.warmup), "--model-kwargs", json.dumps(model_kwargs),
+               "--warmup", str(args.warmup), "--model-kwargs", json.dumps(model_kwargs), "--device", args.device,
                *(["--n-dis", str(args.n_dis)] if args.n_dis else [])]
         out = subprocess.run(cmd, capture_output=True, text=True, env=os.environ.copy())
         if out.returncode != 0:
@@ -221,7 +240,8 @@ def main() -> None:
     ok = [r for r in results if "images_per_second" in r and r["variant"] != "reference"]
     best = max(ok, key=lambda r: r["images_per_second"]) if ok else {}
     summary = {
-        "model": args.model, "model_kwargs": model_kwargs, "batch_size": args.batch_size,
+        "model": args.model, "model_kwargs": model_kwargs, "batch_size": args.batch_size, "device": args.device,
+        **({"gpu": torch.cuda.get_device_name(args.device)} if args.device.startswith("cuda") else {}),
         "threads": torch.get_num_threads(), "torch": torch.__version__,
         "images_per_second": best.get("images_per_second"), "best_variant": best.get("variant"),
         "peak_rss_mb": best.get("peak_rss_mb"), "speedup_vs_reference": best.get("speedup_vs_reference"),
