@@ -16,7 +16,6 @@ Prints one JSON object: {"model", "device", "runs": [{precision, steps, nfe, ima
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import statistics
 import time
@@ -38,13 +37,13 @@ def main() -> None:
     args = p.parse_args()
 
     from atelier import create_model
+    from atelier.device import autocast, check_device
+    from atelier.models.registry import model_family
 
-    device = torch.device(args.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise SystemExit(f"--device {args.device}: this PyTorch build sees no CUDA GPU")
+    device = check_device(args.device)
     torch.manual_seed(0)
     model = create_model(args.model, **parse_set(args.set)).to(device).eval()
-    is_flow = hasattr(model, "last_nfe")
+    is_flow = model_family(args.model) == "flow"
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     runs = []
     for precision in args.precisions.split(","):
@@ -53,9 +52,7 @@ def main() -> None:
                 g = torch.Generator().manual_seed(0)
                 if is_flow:
                     return model.sample(args.batch_size, generator=g, steps=steps, precision=precision)
-                amp = (torch.autocast(device.type, dtype=torch.bfloat16) if precision == "bf16"
-                       else contextlib.nullcontext())
-                with amp:
+                with autocast(precision, device):
                     return model.sample(args.batch_size, generator=g)
 
             with torch.inference_mode():

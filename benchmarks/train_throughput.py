@@ -152,9 +152,9 @@ def run_variant(variant: str, model_name: str, batch_size: int, steps: int, repe
                 model_kwargs: dict, n_dis: int | None, device: str = "cpu") -> dict:
     import torch
 
-    cuda = torch.device(device).type == "cuda"
-    if cuda and not torch.cuda.is_available():
-        raise SystemExit(f"--device {device}: this PyTorch build sees no CUDA GPU")
+    from atelier.device import check_device
+
+    cuda = check_device(device).type == "cuda"  # a clear error for a GPU this machine lacks
     train_kwargs = {"batch_size": batch_size, **({"n_dis": n_dis} if n_dis else {})}
     family, cfg, train_cfg = atelier_configs(model_name, model_kwargs, train_kwargs,
                                              "atelier-fp32" if variant == "reference" else variant)
@@ -219,6 +219,9 @@ def main() -> None:
         return
     import torch
 
+    from atelier.device import check_device
+
+    check_device(args.device)  # before any worker starts: a clear error for a GPU this machine lacks
     results = []
     for variant in args.variants.split(","):
         cmd = [sys.executable, __file__, "--worker", variant, "--model", args.model, "--batch-size",
