@@ -315,7 +315,8 @@ def test_data_resolution_left_open_follows_the_model_then_the_dataset() -> None:
 def test_preset_setting_reports_only_what_a_preset_sets() -> None:
     from atelier.models.registry import preset_setting
 
-    assert preset_setting("flow-cifar", "resolution") == 32 and preset_setting("flow-cifar", "width") == 64
+    assert preset_setting("flow-cifar", "resolution") == 32 and preset_setting("flow-cifar", "channels") == 3
+    assert preset_setting("flow-cifar", "width") is None  # 16: the family's own default, not the preset's choice
     assert preset_setting("flow", "resolution") is None  # the family's own default: not the preset's choice
     assert preset_setting("flow-cifar", "no_such_field") is None
 
